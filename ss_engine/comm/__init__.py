@@ -1,0 +1,8 @@
+"""Party-to-party channels. zmq is imported only by :mod:`ss_engine.comm.zmq_channel`."""
+from .channel import Channel, ChannelClosed, ChannelStats, ChannelTimeout, validate_arrays
+from .memory import InMemoryChannel, memory_channel_pair
+
+__all__ = [
+    "Channel", "ChannelClosed", "ChannelStats", "ChannelTimeout", "validate_arrays",
+    "InMemoryChannel", "memory_channel_pair",
+]

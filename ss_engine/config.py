@@ -1,0 +1,70 @@
+"""Frozen configuration objects passed explicitly to every layer (no module globals)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["FixedPointConfig", "ProtocolConfig", "EngineConfig", "RING_BITS"]
+
+#: Every share lives in Z_2^64, stored as numpy int64 (wrap-around arithmetic).
+RING_BITS = 64
+
+
+@dataclass(frozen=True)
+class FixedPointConfig:
+    """Fixed-point encoding: a real x is stored as round(x * 2**frac_bits) mod 2**64.
+
+    ``frac_bits`` between 12 and 24 is supported and tested.  Encoded magnitudes must stay
+    below ``2**value_bits`` (raw units), which is what truncation needs to be exact up to
+    one unit in the last place (see :mod:`ss_engine.protocols.truncation`).
+    """
+
+    frac_bits: int = 16
+    value_bits: int = 62
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.frac_bits <= 30:
+            raise ValueError(f"frac_bits must be in [1, 30], got {self.frac_bits}")
+        if not self.frac_bits < self.value_bits <= 62:
+            raise ValueError(f"value_bits must be in ({self.frac_bits}, 62], got {self.value_bits}")
+
+    @property
+    def scale(self) -> int:
+        return 1 << self.frac_bits
+
+    @property
+    def bound(self) -> float:
+        """Largest real magnitude that encodes (exclusive): 2**(value_bits - frac_bits)."""
+        return float(2.0 ** (self.value_bits - self.frac_bits))
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Knobs of the nonlinear protocols.
+
+    cmp_bits: comparisons work in Z_2^cmp_bits; exact for every |x| < 2**(cmp_bits-1) raw
+        units.  64 covers every ring element (two's complement sign).
+    exp_iterations: squarings of the limit approximation exp(x) = (1 + x/2^n)^(2^n).
+    recip_iterations: Newton-Raphson steps for 1/x on the documented interval.
+    """
+
+    cmp_bits: int = 64
+    exp_iterations: int = 8
+    recip_iterations: int = 5
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.cmp_bits <= 64:
+            raise ValueError(f"cmp_bits must be in [8, 64], got {self.cmp_bits}")
+        if not 1 <= self.exp_iterations <= 16:
+            raise ValueError("exp_iterations must be in [1, 16]")
+        if not 1 <= self.recip_iterations <= 20:
+            raise ValueError("recip_iterations must be in [1, 20]")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    fixed: FixedPointConfig = field(default_factory=FixedPointConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+
+    @property
+    def frac_bits(self) -> int:
+        return self.fixed.frac_bits

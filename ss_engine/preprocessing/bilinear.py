@@ -1,0 +1,48 @@
+"""The bilinear maps Beaver products are built on, shared by the dealer and the parties.
+
+One definition serves both sides, so C = op(A, B) on the dealer and the parties' local
+terms op(E, B_p) + op(A_p, F) can never disagree.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+
+__all__ = ["apply_bilinear", "BILINEAR_OPS"]
+
+BILINEAR_OPS = ("mul", "matmul", "conv")
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.ndim == 2 and b.ndim == 2:
+        return kernels.ring_matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, lead + a.shape[-2:]).reshape((-1,) + a.shape[-2:])
+    b = np.broadcast_to(b, lead + b.shape[-2:]).reshape((-1,) + b.shape[-2:])
+    out = np.stack([kernels.ring_matmul(np.ascontiguousarray(x), np.ascontiguousarray(y))
+                    for x, y in zip(a, b)])
+    return out.reshape(lead + out.shape[-2:])
+
+
+def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool = False,
+                   transpose_right: bool = False, conv: tuple = ()) -> np.ndarray:
+    """op(a, b) in Z_2^64.
+
+    mul:    elementwise; a lower-rank b is aligned to a's *leading* axes (a per-row scalar).
+    matmul: op(a) @ op(b), transposes optional, leading axes broadcast.
+    conv:   im2col(a; kh, kw, stride, padding) @ b.reshape(out, -1).T -> (N*OH*OW, out).
+    """
+    if op == "mul":
+        if b.ndim < a.ndim:
+            b = b.reshape(b.shape + (1,) * (a.ndim - b.ndim))
+        return a * b
+    if op == "matmul":
+        a = np.swapaxes(a, -1, -2) if transpose_left else a
+        b = np.swapaxes(b, -1, -2) if transpose_right else b
+        return _matmul(a, b)
+    if op == "conv":
+        kh, kw, stride, pad = conv
+        cols = kernels.im2col(np.ascontiguousarray(a), kh, kw, stride, pad)
+        return _matmul(cols, np.ascontiguousarray(b.reshape(b.shape[0], -1).T))
+    raise ValueError(f"unknown bilinear op {op!r}")

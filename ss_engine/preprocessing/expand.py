@@ -1,0 +1,87 @@
+"""The one expander of seed-compressed material, shared by both parties and the dealer.
+
+Item ``seq`` of party ``p`` is expanded from ``PRG(derive_seed(key_p, "item", seq))``:
+random fields first, in declared order, then (party 0 only) the corrected fields.  The
+dealer, holding both keys, re-expands both streams, reconstructs the secrets and computes
+party 1's corrections.  Because the dealer can regenerate any item from (keys, seq, spec) it
+keeps no state that a crash could lose.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from ..prg import PRG, SEED_BYTES, derive_seed
+from .specs import RING, WORDS, Field, ItemRef, MaterialSpec
+
+__all__ = ["item_prg", "expand_field", "expand_own", "DealerCore", "combine_field"]
+
+
+def item_prg(key: bytes, seq: int) -> PRG:
+    return PRG(derive_seed(key, "item", int(seq)))
+
+
+def expand_field(prg: PRG, field: Field) -> np.ndarray:
+    if field.kind == RING:
+        return prg.random_int64(field.shape)
+    return prg.random_uint64(field.shape)
+
+
+def expand_own(key: bytes, rank: int, seq: int, spec: MaterialSpec) -> dict[str, np.ndarray]:
+    """Everything party ``rank`` derives from its own seed for item ``seq``."""
+    prg = item_prg(key, seq)
+    out = {f.name: expand_field(prg, f) for f in spec.random_fields()}
+    if rank == 0:
+        out.update({f.name: expand_field(prg, f) for f in spec.corrected_fields()})
+    return out
+
+
+def combine_field(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a + b if kind == RING else a ^ b
+
+
+def _split_off(kind: str, secret: np.ndarray, share0: np.ndarray) -> np.ndarray:
+    return secret - share0 if kind == RING else secret ^ share0
+
+
+class DealerCore:
+    """Pure generator of all correlated randomness from the two parties' seeds."""
+
+    def __init__(self, key0: bytes, key1: bytes, cache_items: int = 128):
+        if len(key0) != SEED_BYTES or len(key1) != SEED_BYTES:
+            raise ValueError("dealer keys must be 16 bytes each")
+        self._keys = (bytes(key0), bytes(key1))
+        self._cache: OrderedDict[int, tuple[MaterialSpec, dict]] = OrderedDict()
+        self._cache_items = cache_items
+        self._lock = threading.Lock()
+
+    def secrets(self, seq: int, spec: MaterialSpec) -> tuple[dict, dict]:
+        """(secret values of every field, party 0's expanded shares)."""
+        with self._lock:
+            hit = self._cache.get(seq)
+            if hit is not None and hit[0] == spec:
+                self._cache.move_to_end(seq)
+                return hit[1]
+        own0 = expand_own(self._keys[0], 0, seq, spec)
+        own1 = expand_own(self._keys[1], 1, seq, spec)
+        values = {f.name: combine_field(f.kind, own0[f.name], own1[f.name]) for f in spec.random_fields()}
+        values.update(spec.compute(values, self.resolve))
+        result = (values, own0)
+        with self._lock:
+            self._cache[seq] = (spec, result)
+            while len(self._cache) > self._cache_items:
+                self._cache.popitem(last=False)
+        return result
+
+    def resolve(self, ref: ItemRef) -> np.ndarray:
+        return self.secrets(ref.seq, ref.spec)[0][ref.field]
+
+    def corrections(self, seq: int, spec: MaterialSpec) -> dict[str, np.ndarray]:
+        """What party 1 receives for item ``seq``: its shares of the corrected fields."""
+        fields = spec.corrected_fields()
+        if not fields:
+            return {}
+        values, own0 = self.secrets(seq, spec)
+        return {f.name: _split_off(f.kind, values[f.name], own0[f.name]) for f in fields}

@@ -1,0 +1,256 @@
+"""Typed descriptions of every kind of correlated randomness the protocols use.
+
+Each spec declares
+  * ``random_fields``: shares each party expands from its *own* seed (masks, XOR shares);
+    the dealer learns the secret by expanding both seeds.  These cost no dealer bytes.
+  * ``corrected_fields``: party 0 expands its share from its seed too; party 1 receives a
+    *correction* from the dealer (secret minus party 0's share, or XOR for bit words).
+  * ``compute(values, prg, resolve)``: the dealer's pure function from the secret values of
+    the random fields to the secret values of the corrected fields.
+
+This is the seed compression the issue asks for: the dealer sends real data only for
+corrected fields and only to party 1.  One generic expander (``expand.py``) serves both
+parties and the dealer, so their streams cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .. import kernels
+from .bilinear import apply_bilinear
+
+__all__ = [
+    "Field", "ItemRef", "MaterialSpec", "MaskSpec", "ProductSpec", "TruncSpec", "CmpSpec",
+    "AndSpec", "BitSpec", "spec_from_wire", "words_for",
+]
+
+RING, WORDS = "ring", "words"
+
+
+def words_for(n: int) -> int:
+    """uint64 words needed to pack n bits."""
+    return (int(n) + 63) // 64
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    shape: tuple
+    kind: str  # RING (int64, additive) or WORDS (uint64, XOR)
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """An earlier item's field, used as an operand of a product (mask reuse)."""
+
+    seq: int
+    spec: "MaterialSpec"
+    field: str
+
+    def to_wire(self) -> dict:
+        return {"seq": self.seq, "spec": self.spec.to_wire(), "field": self.field}
+
+
+class MaterialSpec:
+    kind: str = ""
+
+    def random_fields(self) -> tuple[Field, ...]:
+        return ()
+
+    def corrected_fields(self) -> tuple[Field, ...]:
+        return ()
+
+    def compute(self, values: Mapping[str, np.ndarray], resolve: Callable[[ItemRef], np.ndarray]
+                ) -> dict[str, np.ndarray]:
+        return {}
+
+    def dealer_bytes(self) -> int:
+        return sum(f.nbytes for f in self.corrected_fields())
+
+    def uncompressed_bytes(self) -> int:
+        """What a dealer without seeds would send: both parties' shares of every field."""
+        return 2 * sum(f.nbytes for f in self.random_fields() + self.corrected_fields())
+
+    def to_wire(self) -> dict:
+        raise NotImplementedError
+
+
+def _shape(s) -> tuple:
+    shape = tuple(int(v) for v in s)
+    if any(v < 0 for v in shape) or len(shape) > 6:
+        raise ValueError(f"invalid shape {shape}")
+    return shape
+
+
+@dataclass(frozen=True)
+class MaskSpec(MaterialSpec):
+    """A uniform ring mask A, additively shared; no dealer bytes at all."""
+
+    shape: tuple
+    kind = "mask"
+
+    def random_fields(self):
+        return (Field("a", self.shape, RING),)
+
+    def to_wire(self):
+        return {"kind": self.kind, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ProductSpec(MaterialSpec):
+    """Shares of op(left, right) for two earlier items: the C of a Beaver triple.
+
+    op: "matmul" (optionally transposing either operand; batched via leading dims),
+        "mul" (elementwise with numpy broadcasting),
+        "conv" (im2col(left; kh, kw, stride, padding) @ right.reshape(out, -1).T).
+    """
+
+    op: str
+    left: ItemRef
+    right: ItemRef
+    out_shape: tuple
+    transpose_left: bool = False
+    transpose_right: bool = False
+    conv: tuple = ()  # (kh, kw, stride, padding) for op == "conv"
+    kind = "product"
+
+    def corrected_fields(self):
+        return (Field("c", self.out_shape, RING),)
+
+    def compute(self, values, resolve):
+        c = apply_bilinear(self.op, resolve(self.left), resolve(self.right),
+                           self.transpose_left, self.transpose_right, self.conv)
+        if c.shape != self.out_shape:
+            raise ValueError(f"product shape {c.shape} != declared {self.out_shape}")
+        return {"c": c}
+
+    def to_wire(self):
+        return {"kind": self.kind, "op": self.op, "left": self.left.to_wire(),
+                "right": self.right.to_wire(), "out_shape": list(self.out_shape),
+                "tl": self.transpose_left, "tr": self.transpose_right, "conv": list(self.conv)}
+
+
+@dataclass(frozen=True)
+class TruncSpec(MaterialSpec):
+    """Truncation material: mask r, shares of its top bit and of (r mod 2^63) >> f."""
+
+    shape: tuple
+    frac_bits: int
+    kind = "trunc"
+
+    def random_fields(self):
+        return (Field("r", self.shape, RING),)
+
+    def corrected_fields(self):
+        return (Field("r_msb", self.shape, RING), Field("r_hi", self.shape, RING))
+
+    def compute(self, values, resolve):
+        r = values["r"].view(np.uint64)
+        return {"r_msb": (r >> np.uint64(63)).astype(np.int64),
+                "r_hi": ((r & np.uint64((1 << 63) - 1)) >> np.uint64(self.frac_bits)).astype(np.int64)}
+
+    def to_wire(self):
+        return {"kind": self.kind, "shape": list(self.shape), "frac_bits": self.frac_bits}
+
+
+@dataclass(frozen=True)
+class CmpSpec(MaterialSpec):
+    """Comparison mask: r (additive) and the bits of r mod 2^bits, bit-sliced and XOR-shared."""
+
+    n: int
+    bits: int
+    kind = "cmp"
+
+    def random_fields(self):
+        return (Field("r", (self.n,), RING),)
+
+    def corrected_fields(self):
+        return (Field("r_bits", (self.bits, words_for(self.n)), WORDS),)
+
+    def compute(self, values, resolve):
+        return {"r_bits": kernels.bit_slices(values["r"], self.bits)}
+
+    def to_wire(self):
+        return {"kind": self.kind, "n": self.n, "bits": self.bits}
+
+
+@dataclass(frozen=True)
+class AndSpec(MaterialSpec):
+    """Binary Beaver triples sharing one left mask: c_i = a & b_i for i < fan_out."""
+
+    shape: tuple
+    fan_out: int = 1
+    kind = "and"
+
+    def random_fields(self):
+        return (Field("a", self.shape, WORDS),) + tuple(
+            Field(f"b{i}", self.shape, WORDS) for i in range(self.fan_out))
+
+    def corrected_fields(self):
+        return tuple(Field(f"c{i}", self.shape, WORDS) for i in range(self.fan_out))
+
+    def compute(self, values, resolve):
+        a = values["a"]
+        return {f"c{i}": a & values[f"b{i}"] for i in range(self.fan_out)}
+
+    def to_wire(self):
+        return {"kind": self.kind, "shape": list(self.shape), "fan_out": self.fan_out}
+
+
+@dataclass(frozen=True)
+class BitSpec(MaterialSpec):
+    """A random bit per element, shared both ways: packed XOR words "x" and additive "a"."""
+
+    n: int
+    kind = "bit"
+
+    def random_fields(self):
+        return (Field("x", (words_for(self.n),), WORDS),)
+
+    def corrected_fields(self):
+        return (Field("a", (self.n,), RING),)
+
+    def compute(self, values, resolve):
+        return {"a": kernels.from_bit_slices(values["x"][None, :], self.n)}
+
+    def to_wire(self):
+        return {"kind": self.kind, "n": self.n}
+
+
+def _ref_from_wire(d) -> ItemRef:
+    return ItemRef(int(d["seq"]), spec_from_wire(d["spec"]), str(d["field"]))
+
+
+def spec_from_wire(d) -> MaterialSpec:
+    """Rebuild a spec from its msgpack form; raises ValueError on anything malformed."""
+    if not isinstance(d, Mapping) or "kind" not in d:
+        raise ValueError("material spec must be a mapping with a 'kind'")
+    kind = d["kind"]
+    try:
+        if kind == "mask":
+            return MaskSpec(_shape(d["shape"]))
+        if kind == "product":
+            op = str(d["op"])
+            if op not in ("mul", "matmul", "conv"):
+                raise ValueError(f"unknown product op {op!r}")
+            return ProductSpec(op, _ref_from_wire(d["left"]), _ref_from_wire(d["right"]),
+                               _shape(d["out_shape"]), bool(d["tl"]), bool(d["tr"]),
+                               tuple(int(v) for v in d["conv"]))
+        if kind == "trunc":
+            return TruncSpec(_shape(d["shape"]), int(d["frac_bits"]))
+        if kind == "cmp":
+            return CmpSpec(int(d["n"]), int(d["bits"]))
+        if kind == "and":
+            return AndSpec(_shape(d["shape"]), int(d["fan_out"]))
+        if kind == "bit":
+            return BitSpec(int(d["n"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed {kind!r} spec: {exc}") from None
+    raise ValueError(f"unknown material kind {kind!r}")

@@ -1,0 +1,70 @@
+"""Cryptographic pseudo-random generator: AES-128 in counter mode (the `cryptography` package).
+
+Every mask and share in the engine comes from here.  Seeds come from ``os.urandom`` unless
+a test asks for a fixed seed explicitly.  A PRG is a stream: the same (seed, nonce) always
+expands to the same bytes, which is what seed compression of dealer material relies on.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["PRG", "SEED_BYTES", "derive_seed"]
+
+SEED_BYTES = 16
+_ZEROS = bytes(1 << 20)
+
+
+def derive_seed(key: bytes, *labels: int | str | bytes) -> bytes:
+    """Domain-separated sub-seed: SHA-256(key || labels) truncated to 16 bytes."""
+    h = hashlib.sha256(key)
+    for lab in labels:
+        if isinstance(lab, int):
+            lab = lab.to_bytes(8, "little", signed=False)
+        elif isinstance(lab, str):
+            lab = lab.encode()
+        h.update(len(lab).to_bytes(4, "little"))
+        h.update(lab)
+    return h.digest()[:SEED_BYTES]
+
+
+class PRG:
+    """AES-128-CTR keystream.  Not thread-safe: one PRG per thread/party."""
+
+    __slots__ = ("_enc", "seed")
+
+    def __init__(self, seed: bytes, nonce: int = 0):
+        if not isinstance(seed, (bytes, bytearray)) or len(seed) != SEED_BYTES:
+            raise ValueError(f"PRG seed must be {SEED_BYTES} bytes")
+        self.seed = bytes(seed)
+        iv = int(nonce).to_bytes(16, "big")
+        self._enc = Cipher(algorithms.AES(self.seed), modes.CTR(iv)).encryptor()
+
+    @classmethod
+    def from_os_random(cls) -> "PRG":
+        return cls(os.urandom(SEED_BYTES))
+
+    def random_bytes(self, n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            take = min(n, len(_ZEROS))
+            out += self._enc.update(_ZEROS[:take])
+            n -= take
+        return bytes(out)
+
+    def random_int64(self, shape) -> np.ndarray:
+        """Uniform ring elements of the given shape."""
+        shape = tuple(int(s) for s in np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
+        n = int(np.prod(shape, dtype=np.int64))
+        buf = self._enc.update(_ZEROS[: 8 * n]) if 8 * n <= len(_ZEROS) else self.random_bytes(8 * n)
+        return np.frombuffer(buf, dtype=np.int64).reshape(shape).copy()
+
+    def random_uint64(self, shape) -> np.ndarray:
+        return self.random_int64(shape).view(np.uint64)
+
+    def random_bits(self, shape) -> np.ndarray:
+        """Uniform bits as int64 0/1."""
+        return (self.random_int64(shape) & 1).astype(np.int64)

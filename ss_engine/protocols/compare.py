@@ -1,0 +1,235 @@
+"""Secure comparison: MSB / DReLU / ReLU / max / argmax with dealer material.
+
+``msb_xor_s`` (most significant bit in Z_2^m, m = ``ProtocolConfig.cmp_bits``):
+  1. Dealer: mask r (seed-expanded) and the m bits of r mod 2^m, bit-sliced and XOR-shared.
+  2. Open c = x + r mod 2^m (1 round, 8 bytes per element per party).
+  3. x = c - r, so msb(x) = c_{m-1} ^ r_{m-1} ^ [c_low < r_low] over the m-1 low bits.
+     [c_low < r_low] with public c is a log-depth tree on bit-packed words: leaves
+     lt_i = ~c_i & r_i and eq_i = ~(c_i ^ r_i) are local; each level combines
+     (hi, lo) -> (lt_hi ^ (eq_hi & lt_lo), eq_hi & eq_lo) with one fan-out-2 AND round
+     (eq_hi opened once).  ceil(log2(m-1)) rounds: 6 for m = 64.
+  Exact for every x with |x| < 2^(m-1), i.e. every ring element for m = 64.
+``b2a_select_s``: dealer bit rho shared both ways; open e = b ^ rho (1 round, 1 bit per
+element); [b] = e + (1 - 2e)[rho].  Each secret y to be multiplied by b was masked and
+opened in step 2 (Y - A), and the dealer supplies A*rho, so y*b = e*y + (1-2e)(D rho + A rho)
+costs no further round (the select fused into the B2A).
+DReLU / ReLU: 1 + 6 + 1 = 8 rounds for m = 64 (the bar).  Bytes per element per party:
+8 (c) + 8 per fused multiplicand + 3 bits per tree node + 1 bit, about 8 + 8 + 24 + 1.
+References: Catrina & de Hoogh (2010) comparison with a masked opening; ABY (Demmler et
+al. 2015) bit injection; the tree is the standard log-depth comparator.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .. import kernels
+from ..party import PartyContext
+from .beaver import MaskedOperand, mask_and_open, mul_masked
+from .binary import and_fanout_ss, and_ss, open_words
+from .opening import open_many
+
+__all__ = ["msb_xor_s", "b2a_select_s", "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s",
+           "pack_bits", "unpack_bits"]
+
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(..., n) 0/1 integers -> (..., ceil(n/64)) uint64, LSB-first (the bit-slice layout)."""
+    bits = np.asarray(bits)
+    n = bits.shape[-1]
+    w = (n + 63) // 64
+    padded = np.zeros(bits.shape[:-1] + (w * 64,), dtype=np.uint8)
+    padded[..., :n] = bits
+    return np.packbits(padded, axis=-1, bitorder="little").view(np.uint64)
+
+
+def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: (..., W) uint64 -> (..., n) int64 0/1."""
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    raw = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
+    return raw[..., :n].astype(np.int64)
+
+
+def _flip(ctx: PartyContext, words: np.ndarray) -> np.ndarray:
+    """NOT of a XOR-shared value: party 0 flips its share."""
+    return words ^ _ONES if ctx.rank == 0 else words
+
+
+def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray) -> np.ndarray:
+    """XOR share of [c < r] over the rows (LSB first) of public c and shared r (bit-sliced)."""
+    lt = ~c_bits & r_bits
+    eq = r_bits ^ ~c_bits if ctx.rank == 0 else r_bits.copy()
+    while lt.shape[0] > 1:
+        rows = lt.shape[0]
+        pairs = rows // 2
+        hi, lo = slice(1, 2 * pairs, 2), slice(0, 2 * pairs, 2)
+        final = pairs + rows % 2 == 1
+        if final:
+            carry = and_ss(ctx, eq[hi], lt[lo], "cmp_tree")
+            new_lt, new_eq = lt[hi] ^ carry, None
+        else:
+            carry, both_eq = and_fanout_ss(ctx, eq[hi], [lt[lo], eq[lo]], "cmp_tree")
+            new_lt, new_eq = lt[hi] ^ carry, both_eq
+        if rows % 2:
+            new_lt = np.concatenate([new_lt, lt[rows - 1:]])
+            new_eq = np.concatenate([new_eq, eq[rows - 1:]]) if new_eq is not None else None
+        lt, eq = new_lt, new_eq
+    return lt[0]
+
+
+def msb_xor_s(ctx: PartyContext, x: np.ndarray, extra: Sequence[np.ndarray] = (),
+              bits: int | None = None) -> tuple[np.ndarray, list[MaskedOperand]]:
+    """Packed XOR shares of msb(x) in Z_2^bits; ``extra`` secrets are masked and opened in
+    the same first message (for a fused select later).  See module docstring for cost."""
+    m = ctx.config.protocol.cmp_bits if bits is None else int(bits)
+    flat = np.ascontiguousarray(x, dtype=np.int64).ravel()
+    n = flat.size
+    mat = ctx.source.cmp(n, m)
+    extras = [np.ascontiguousarray(e, dtype=np.int64) for e in extra]
+    masks = [ctx.source.mask(e.shape) for e in extras]
+    opened = open_many(ctx, [flat + mat["r"]] + [e - mk["a"] for e, mk in zip(extras, masks)],
+                       "cmp_open")
+    c = opened[0]
+    if m < 64:
+        c = c & np.int64((1 << m) - 1)
+    c_bits = kernels.bit_slices(c, m)
+    r_bits = mat["r_bits"]
+    borrow = _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1])
+    msb = borrow ^ r_bits[m - 1]
+    if ctx.rank == 0:
+        msb = msb ^ c_bits[m - 1]
+    masked = [MaskedOperand(e, o, mk) for e, o, mk in zip(extras, opened[1:], masks)]
+    return msb, masked
+
+
+def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
+                 selects: Sequence[MaskedOperand] = ()) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Arithmetic shares (integer 0/1) of n XOR-shared bits, and b * y for each opened y.
+
+    y has shape (n, ...); the bit broadcasts over y's trailing axes.  Rounds: 1.
+    """
+    rho = ctx.source.bits(n)
+    (e_words,) = open_words(ctx, [bit_words ^ rho["x"]], "b2a_open")
+    e = unpack_bits(e_words, n)
+    one_minus_2e = 1 - 2 * e
+    b = rho["a"] * one_minus_2e
+    if ctx.rank == 0:
+        b = b + e
+    outs = []
+    for y in selects:
+        if y.shape[0] != n:
+            raise ValueError(f"select operand has {y.shape[0]} rows, expected {n}")
+        prod = ctx.source.product("mul", y.mask.ref("a"), rho.ref("a"), y.shape)
+        trail = (1,) * (len(y.shape) - 1)
+        y_rho = y.masked * rho["a"].reshape((n,) + trail) + prod["c"]
+        outs.append(e.reshape((n,) + trail) * y.share + one_minus_2e.reshape((n,) + trail) * y_rho)
+    return b, outs
+
+
+def drelu_s(ctx: PartyContext, x: np.ndarray) -> np.ndarray:
+    """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 8 (m = 64)."""
+    x = np.asarray(x, dtype=np.int64)
+    msb, _ = msb_xor_s(ctx, x)
+    b, _ = b2a_select_s(ctx, _flip(ctx, msb), x.size)
+    return b.reshape(x.shape)
+
+
+def relu_s(ctx: PartyContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 8 (m = 64)."""
+    x = np.asarray(x, dtype=np.int64)
+    msb, (xm,) = msb_xor_s(ctx, x, extra=[x.ravel()])
+    b, (y,) = b2a_select_s(ctx, _flip(ctx, msb), x.size, [xm])
+    return y.reshape(x.shape), b.reshape(x.shape)
+
+
+def lt_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 8."""
+    d = np.asarray(x, dtype=np.int64) - np.asarray(y, dtype=np.int64)
+    msb, _ = msb_xor_s(ctx, d)
+    b, _ = b2a_select_s(ctx, msb, d.size)
+    return b.reshape(d.shape)
+
+
+_BLOCK = 8
+
+
+def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
+    """Max over the last axis of x (R, k) with k <= 16 by all-pairs comparison.
+
+    Winner i beats j > i with x_i >= x_j and j < i with x_i > x_j, so exactly one index
+    wins (the first maximal one, like torch.argmax).  Rounds: 1 + ceil(log2(m-1)) +
+    ceil(log2(k-1)) + 1: 12 for k = 10, 10 for a 2x2 pool.
+    """
+    rows, k = x.shape
+    if k == 1:
+        return x[:, 0].copy(), (np.full((rows, 1), 1 if ctx.rank == 0 else 0, np.int64))
+    ii, jj = np.triu_indices(k, 1)
+    diffs = x[:, ii] - x[:, jj]                       # (R, P): msb = [x_i < x_j]
+    msb, (xm,) = msb_xor_s(ctx, diffs, extra=[x.ravel()])
+    p = ii.size
+    less = unpack_bits(msb[None, :], rows * p)[0].reshape(rows, p)
+    geq = less ^ 1 if ctx.rank == 0 else less
+    pair_id = -np.ones((k, k), dtype=np.int64)
+    pair_id[ii, jj] = np.arange(p)
+    pair_id[jj, ii] = np.arange(p)
+    terms = np.empty((k, k - 1, rows), dtype=np.int64)
+    for i in range(k):
+        others = [j for j in range(k) if j != i]
+        for t, j in enumerate(others):
+            terms[i, t] = geq[:, pair_id[i, j]] if j > i else less[:, pair_id[j, i]]
+    words = pack_bits(terms)                           # (k, k-1, W)
+    while words.shape[1] > 1:
+        cnt = words.shape[1]
+        half = cnt // 2
+        prod = and_ss(ctx, words[:, 0:2 * half:2], words[:, 1:2 * half:2], "max_and")
+        words = np.concatenate([prod, words[:, 2 * half:]], axis=1) if cnt % 2 else prod
+    win = unpack_bits(words[:, 0], rows)               # (k, R)
+    win_words = pack_bits(win.T.reshape(1, -1))[0]
+    onehot, (sel,) = b2a_select_s(ctx, win_words, rows * k, [xm])
+    mx = sel.reshape(rows, k).sum(axis=1)
+    return mx, onehot.reshape(rows, k) if want_onehot else None
+
+
+def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
+    rows, k = x.shape
+    if k <= 2 * _BLOCK:
+        return _max_rows(ctx, x, want_onehot)
+    blocks = -(-k // _BLOCK)
+    pad = blocks * _BLOCK - k
+    if pad:
+        # padding with a large negative public constant keeps every difference in range
+        fill = -(1 << (ctx.config.protocol.cmp_bits - 3)) if ctx.rank == 0 else 0
+        x = np.concatenate([x, np.full((rows, pad), fill, np.int64)], axis=1)
+    bmax, bhot = _max_rows(ctx, x.reshape(rows * blocks, _BLOCK), want_onehot)
+    mx, top = _max_any(ctx, bmax.reshape(rows, blocks), want_onehot)
+    if not want_onehot:
+        return mx, None
+    top_b = np.ascontiguousarray(np.repeat(top.reshape(rows * blocks, 1), _BLOCK, axis=1))
+    hm, tm = mask_and_open(ctx, [bhot, top_b], "argmax_combine")
+    hot = mul_masked(ctx, hm, tm).reshape(rows, blocks * _BLOCK)[:, :k]
+    return mx, hot
+
+
+def max_s(ctx: PartyContext, x: np.ndarray, axis: int = -1, return_onehot: bool = False):
+    """Maximum along ``axis``; with ``return_onehot`` also the integer one-hot argmax.
+
+    Exact while all pairwise differences satisfy |x_i - x_j| < 2^(m-1).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    moved = np.moveaxis(x, axis, -1)
+    lead = moved.shape[:-1]
+    flat = np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
+    mx, hot = _max_any(ctx, flat, return_onehot)
+    mx = mx.reshape(lead)
+    if not return_onehot:
+        return mx
+    hot = np.moveaxis(hot.reshape(lead + (moved.shape[-1],)), -1, axis)
+    return mx, np.ascontiguousarray(hot)
+
+
+def argmax_s(ctx: PartyContext, x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Integer one-hot shares of the (first) argmax along ``axis``."""
+    return max_s(ctx, x, axis, return_onehot=True)[1]
