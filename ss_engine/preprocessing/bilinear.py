@@ -11,7 +11,7 @@ from .. import kernels
 
 __all__ = ["apply_bilinear", "BILINEAR_OPS"]
 
-BILINEAR_OPS = ("mul", "matmul", "conv")
+BILINEAR_OPS = ("mul", "matmul", "conv", "conv_wgrad", "conv_dgrad")
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -32,6 +32,8 @@ def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool =
     mul:    elementwise; a lower-rank b is aligned to a's *leading* axes (a per-row scalar).
     matmul: op(a) @ op(b), transposes optional, leading axes broadcast.
     conv:   im2col(a; kh, kw, stride, padding) @ b.reshape(out, -1).T -> (N*OH*OW, out).
+    conv_wgrad: a.T @ im2col(b; ...) -> (out, C*kh*kw)   (a: output gradient columns)
+    conv_dgrad: a @ b.reshape(out, -1) -> (N*OH*OW, C*kh*kw) (col2im of it is dX)
     """
     if op == "mul":
         if b.ndim < a.ndim:
@@ -45,4 +47,10 @@ def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool =
         kh, kw, stride, pad = conv
         cols = kernels.im2col(np.ascontiguousarray(a), kh, kw, stride, pad)
         return _matmul(cols, np.ascontiguousarray(b.reshape(b.shape[0], -1).T))
+    if op == "conv_wgrad":
+        kh, kw, stride, pad = conv
+        cols = kernels.im2col(np.ascontiguousarray(b), kh, kw, stride, pad)
+        return _matmul(np.ascontiguousarray(a.T), cols)
+    if op == "conv_dgrad":
+        return _matmul(a, np.ascontiguousarray(b.reshape(b.shape[0], -1)))
     raise ValueError(f"unknown bilinear op {op!r}")

@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .. import kernels
-from .bilinear import apply_bilinear
+from .bilinear import BILINEAR_OPS, apply_bilinear
 
 __all__ = [
     "Field", "ItemRef", "MaterialSpec", "MaskSpec", "ProductSpec", "TruncSpec", "CmpSpec",
@@ -238,7 +238,7 @@ def spec_from_wire(d) -> MaterialSpec:
             return MaskSpec(_shape(d["shape"]))
         if kind == "product":
             op = str(d["op"])
-            if op not in ("mul", "matmul", "conv"):
+            if op not in BILINEAR_OPS:
                 raise ValueError(f"unknown product op {op!r}")
             return ProductSpec(op, _ref_from_wire(d["left"]), _ref_from_wire(d["right"]),
                                _shape(d["out_shape"]), bool(d["tl"]), bool(d["tr"]),

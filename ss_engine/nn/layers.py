@@ -1,0 +1,262 @@
+"""Layers with explicit forward and backward on secret shares.
+
+Round structure of one training step (what the counters in the tests check):
+  * every weight is masked and opened once, in the step's first message, together with the
+    input batch; forward and backward reuse those masks (dX = dY W needs no new opening);
+  * a layer input is opened once and reused for the weight gradient (X^T dY);
+  * an output gradient dY is opened once and used for both dW and dX;
+  * ReLU bits and max-pool one-hots are opened with the next forward opening, so their
+    backward products cost one round each.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..encoding import encode
+from ..protocols.beaver import (MaskedOperand, conv_out_shape, mask_and_open, matmul_masked,
+                                mul_masked, product_share)
+from ..protocols.compare import max_s, relu_s
+from ..protocols.truncation import trunc_many_s, trunc_s
+from ..tensor import SharedTensor
+from .module import ForwardState, Module, Parameter
+
+__all__ = ["Linear", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Sequential"]
+
+
+def _open_with_pending(x: SharedTensor, state: ForwardState, x_op: MaskedOperand | None
+                       ) -> MaskedOperand:
+    """Open the layer input (unless already open) together with deferred secrets."""
+    pending = state.take()
+    if x_op is not None and not pending:
+        return x_op
+    shares = ([] if x_op is not None else [x.share]) + [s for s, _ in pending]
+    ops = mask_and_open(x.ctx, shares, "fwd_open")
+    if x_op is None:
+        x_op, ops = ops[0], ops[1:]
+    for (_, owner), op in zip(pending, ops):
+        owner.receive_opened(op)
+    return x_op
+
+
+class Linear(Module):
+    """y = x W^T + b with W (out, in) as in torch."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, name: str = "linear"):
+        self.weight = Parameter(f"{name}.weight", np.asarray(weight, np.int64))
+        self.bias = Parameter(f"{name}.bias", np.asarray(bias, np.int64))
+        self._x_op: MaskedOperand | None = None
+
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def weights_to_open(self):
+        return [self.weight]
+
+    def forward(self, x, state, x_op=None):
+        ctx = x.ctx
+        if x.ndim != 2 or x.shape[1] != self.weight.value.shape[1]:
+            raise ValueError(f"{self.weight.name}: input shape {x.shape} does not fit weight "
+                             f"{self.weight.value.shape}")
+        self._x_op = _open_with_pending(x, state, x_op)
+        z = matmul_masked(ctx, self._x_op, self.weight.opened, transpose_right=True)
+        z += self.bias.value << ctx.frac_bits
+        return SharedTensor(ctx, trunc_s(ctx, z, ctx.frac_bits, "fwd_trunc"))
+
+    def backward(self, dy, need_input_grad=True):
+        ctx = dy.ctx
+        (dy_op,) = mask_and_open(ctx, [dy.share], "bwd_open")
+        dw = matmul_masked(ctx, dy_op, self._x_op, transpose_left=True)
+        raw = [dw]
+        if need_input_grad:
+            raw.append(matmul_masked(ctx, dy_op, self.weight.opened))
+        out = trunc_many_s(ctx, raw, ctx.frac_bits, "bwd_trunc")
+        self.weight.grad = out[0]
+        self.bias.grad = dy.share.sum(axis=0)
+        return SharedTensor(ctx, out[1]) if need_input_grad else None
+
+
+class Conv2d(Module):
+    """2-D convolution, weight (out, in, kh, kw) as in torch; im2col on the ring kernel."""
+
+    def __init__(self, weight, bias, stride: int = 1, padding: int = 0, name: str = "conv"):
+        self.weight = Parameter(f"{name}.weight", np.asarray(weight, np.int64))
+        self.bias = Parameter(f"{name}.bias", np.asarray(bias, np.int64))
+        self.stride, self.padding = int(stride), int(padding)
+        self._x_op: MaskedOperand | None = None
+
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def weights_to_open(self):
+        return [self.weight]
+
+    @property
+    def _conv(self) -> tuple:
+        w = self.weight.value
+        return (w.shape[2], w.shape[3], self.stride, self.padding)
+
+    def forward(self, x, state, x_op=None):
+        ctx = x.ctx
+        if x.ndim != 4:
+            raise ValueError(f"{self.weight.name}: input must be (N, C, H, W), got {x.shape}")
+        n, o, oh, ow = conv_out_shape(x.shape, self.weight.value.shape, self.stride, self.padding)
+        self._x_op = _open_with_pending(x, state, x_op)
+        cols = product_share(ctx, "conv", self._x_op, self.weight.opened, conv=self._conv)
+        cols += self.bias.value << ctx.frac_bits
+        z = np.ascontiguousarray(cols.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
+        return SharedTensor(ctx, trunc_s(ctx, z, ctx.frac_bits, "fwd_trunc"))
+
+    def backward(self, dy, need_input_grad=True):
+        ctx = dy.ctx
+        n, o, oh, ow = dy.shape
+        dy_cols = np.ascontiguousarray(dy.share.transpose(0, 2, 3, 1).reshape(-1, o))
+        (dy_op,) = mask_and_open(ctx, [dy_cols], "bwd_open")
+        dw = product_share(ctx, "conv_wgrad", dy_op, self._x_op, conv=self._conv)
+        raw = [dw.reshape(self.weight.value.shape)]
+        if need_input_grad:
+            dcols = product_share(ctx, "conv_dgrad", dy_op, self.weight.opened)
+            kh, kw, s, p = self._conv
+            raw.append(kernels.col2im(dcols, self._x_op.shape, kh, kw, s, p))
+        out = trunc_many_s(ctx, raw, ctx.frac_bits, "bwd_trunc")
+        self.weight.grad = out[0]
+        self.bias.grad = dy_cols.sum(axis=0)
+        return SharedTensor(ctx, out[1]) if need_input_grad else None
+
+
+class ReLU(Module):
+    """Keeps its DReLU bit from forward (MP-SPDZ style); backward is one product."""
+
+    def __init__(self):
+        self._bit: np.ndarray | None = None
+        self._bit_op: MaskedOperand | None = None
+
+    def forward(self, x, state, x_op=None):
+        y, bit = relu_s(x.ctx, x.share)
+        self._bit, self._bit_op = bit, None
+        state.defer(bit, self)
+        return SharedTensor(x.ctx, y)
+
+    def receive_opened(self, op):
+        self._bit_op = op
+
+    def backward(self, dy, need_input_grad=True):
+        ctx = dy.ctx
+        if self._bit_op is None:
+            dy_op, self._bit_op = mask_and_open(ctx, [dy.share, self._bit], "bwd_open")
+        else:
+            (dy_op,) = mask_and_open(ctx, [dy.share], "bwd_open")
+        # the bit is an integer 0/1, so the product needs no truncation
+        return SharedTensor(ctx, mul_masked(ctx, dy_op, self._bit_op))
+
+
+def _windows(x: np.ndarray, k: int) -> np.ndarray:
+    n, c, h, w = x.shape
+    if h % k or w % k:
+        raise ValueError(f"pooling window {k} must divide the input size {h}x{w}")
+    v = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
+    return np.ascontiguousarray(v.reshape(n * c * (h // k) * (w // k), k * k))
+
+
+def _unwindows(cols: np.ndarray, shape: tuple, k: int) -> np.ndarray:
+    n, c, h, w = shape
+    v = cols.reshape(n, c, h // k, w // k, k, k).transpose(0, 1, 2, 4, 3, 5)
+    return np.ascontiguousarray(v.reshape(shape))
+
+
+class MaxPool2d(Module):
+    """Non-overlapping k x k max pooling; keeps the one-hot argmax for backward."""
+
+    def __init__(self, kernel_size: int = 2):
+        self.k = int(kernel_size)
+        self._hot = self._hot_op = self._shape = None
+
+    def forward(self, x, state, x_op=None):
+        if x.ndim != 4:
+            raise ValueError(f"MaxPool2d wants (N, C, H, W), got {x.shape}")
+        n, c, h, w = x.shape
+        self._shape = x.shape
+        mx, hot = max_s(x.ctx, _windows(x.share, self.k), axis=-1, return_onehot=True)
+        self._hot, self._hot_op = hot, None
+        state.defer(hot, self)
+        return SharedTensor(x.ctx, mx.reshape(n, c, h // self.k, w // self.k))
+
+    def receive_opened(self, op):
+        self._hot_op = op
+
+    def backward(self, dy, need_input_grad=True):
+        ctx = dy.ctx
+        flat = np.ascontiguousarray(dy.share.reshape(-1))
+        if self._hot_op is None:
+            self._hot_op, dy_op = mask_and_open(ctx, [self._hot, flat], "bwd_open")
+        else:
+            (dy_op,) = mask_and_open(ctx, [flat], "bwd_open")
+        cols = mul_masked(ctx, self._hot_op, dy_op)  # one-hot (R, k*k) times dY per row
+        return SharedTensor(ctx, _unwindows(cols, self._shape, self.k))
+
+
+class AvgPool2d(Module):
+    """Non-overlapping k x k average pooling (a public scale: one truncation each way)."""
+
+    def __init__(self, kernel_size: int = 2):
+        self.k = int(kernel_size)
+        self._shape = None
+
+    def forward(self, x, state, x_op=None):
+        ctx = x.ctx
+        n, c, h, w = x.shape
+        self._shape = x.shape
+        s = _windows(x.share, self.k).sum(axis=1) * encode(1.0 / self.k ** 2, ctx.config.fixed)
+        return SharedTensor(ctx, trunc_s(ctx, s, ctx.frac_bits).reshape(n, c, h // self.k, w // self.k))
+
+    def backward(self, dy, need_input_grad=True):
+        ctx = dy.ctx
+        g = trunc_s(ctx, dy.share * encode(1.0 / self.k ** 2, ctx.config.fixed), ctx.frac_bits)
+        cols = np.repeat(g.reshape(-1, 1), self.k * self.k, axis=1)
+        return SharedTensor(ctx, _unwindows(cols, self._shape, self.k))
+
+
+class Flatten(Module):
+    def __init__(self):
+        self._shape = None
+
+    def forward(self, x, state, x_op=None):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_input_grad=True):
+        return dy.reshape(self._shape)
+
+
+class Sequential(Module):
+    def __init__(self, *layers: Module):
+        self.layers = list(layers)
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def weights_to_open(self):
+        return [p for layer in self.layers for p in layer.weights_to_open()]
+
+    def forward(self, x: SharedTensor, state: ForwardState | None = None, x_op=None) -> SharedTensor:
+        """Open the input and every weight in one message, then run the layers."""
+        state = state or ForwardState()
+        weights = self.weights_to_open()
+        first_takes_input = isinstance(self.layers[0], (Linear, Conv2d))
+        shares = ([x.share] if first_takes_input and x_op is None else []) + [p.value for p in weights]
+        ops = mask_and_open(x.ctx, shares, "fwd_open") if shares else []
+        if first_takes_input and x_op is None:
+            x_op, ops = ops[0], ops[1:]
+        for p, op in zip(weights, ops):
+            p.opened = op
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, state, x_op if i == 0 else None)
+        return x
+
+    def backward(self, dy: SharedTensor, need_input_grad: bool = False):
+        for i in range(len(self.layers) - 1, -1, -1):
+            # the first layer's input gradient is never needed (it is the data)
+            dy = self.layers[i].backward(dy, need_input_grad or i > 0)
+            if dy is None:
+                break
+        return dy

@@ -1,0 +1,159 @@
+"""The SPMD training and inference loops both parties run (local runtime and servers alike).
+
+What a party sees: its shares of images, labels and weights, the masked openings of the
+protocols (uniformly random), the public job (model, hyper-parameters, batch order) and
+nothing else.  The loss is never opened to a party: with ``loss_every`` each party hands
+its share of p_y (the predicted probability of the true label) to the trainer, who alone
+reconstructs it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .nn.layers import Sequential
+from .nn.loss import SoftmaxCrossEntropy
+from .nn.models import INPUT_SHAPES, MODEL_SPECS, build_model, param_names
+from .nn.module import ForwardState
+from .nn.optim import SGD
+from .party import PartyContext
+from .protocols.compare import argmax_s
+from .tensor import SharedTensor
+
+__all__ = ["TrainJob", "PartyState", "train_party", "predict_party", "batch_order",
+           "steps_per_epoch", "JobError"]
+
+
+class JobError(ValueError):
+    """A training job description is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    model: str = "network-a"
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_step: int = 0          # multiply lr by lr_gamma every lr_step epochs (0: constant)
+    lr_gamma: float = 0.1
+    shuffle_seed: int = 0
+    loss_every: int = 0       # report p_y shares to the trainer every N steps (0: never)
+
+    def __post_init__(self):
+        if self.model not in MODEL_SPECS:
+            raise JobError(f"unknown model {self.model!r}")
+        if not (1 <= self.epochs <= 10_000 and 1 <= self.batch_size <= 65_536):
+            raise JobError("epochs must be in [1, 10000] and batch_size in [1, 65536]")
+        if not (0 < self.lr <= 10 and 0 <= self.momentum < 1 and 0 <= self.weight_decay < 1):
+            raise JobError("need 0 < lr <= 10, 0 <= momentum < 1, 0 <= weight_decay < 1")
+        if self.lr_step < 0 or not 0 < self.lr_gamma <= 1 or self.loss_every < 0:
+            raise JobError("need lr_step >= 0, 0 < lr_gamma <= 1, loss_every >= 0")
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr * (self.lr_gamma ** (epoch // self.lr_step) if self.lr_step else 1.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainJob":
+        if not isinstance(d, dict):
+            raise JobError("job must be a mapping")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise JobError(f"unknown job fields {sorted(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise JobError(str(exc)) from None
+
+
+@dataclass
+class PartyState:
+    """Everything a party must keep to resume: its shares and counters (checkpointed)."""
+
+    params: dict[str, np.ndarray]
+    velocity: dict[str, np.ndarray] = field(default_factory=dict)
+    step: int = 0
+    prev_lr: float = 0.0
+    source_seq: int = 0
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def batch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The public sample order of an epoch (not secret: it is known to both servers)."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def _inputs(model: str, xb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(xb.reshape((xb.shape[0],) + INPUT_SHAPES[model]))
+
+
+def _model_from_state(job: TrainJob, state: PartyState) -> tuple[Sequential, SGD]:
+    missing = set(param_names(job.model)) - set(state.params)
+    if missing:
+        raise JobError(f"missing parameter shares {sorted(missing)}")
+    model = build_model(job.model, state.params)
+    params = model.parameters()
+    for p in params:
+        p.velocity = state.velocity.get(p.name)
+    opt = SGD(params, job.lr, job.momentum, job.weight_decay)
+    opt._prev_lr = state.prev_lr or None
+    return model, opt
+
+
+def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job: TrainJob,
+                state: PartyState, on_step: Callable | None = None,
+                stop_at_step: int | None = None) -> PartyState:
+    """Train on shares; ``on_step(step, epoch, state, p_y_share | None)`` after every step.
+
+    Resumes from ``state.step`` (the source's sequence number must match ``state.source_seq``).
+    """
+    n = x_share.shape[0]
+    if y_share.shape != (n, 10):
+        raise JobError(f"labels must be one-hot shares of shape ({n}, 10), got {y_share.shape}")
+    model, opt = _model_from_state(job, state)
+    loss = SoftmaxCrossEntropy()
+    spe = steps_per_epoch(n, job.batch_size)
+    total = job.epochs * spe if stop_at_step is None else min(stop_at_step, job.epochs * spe)
+    order, order_epoch = None, -1
+    for step in range(state.step, total):
+        epoch, i = divmod(step, spe)
+        if epoch != order_epoch:
+            order, order_epoch = batch_order(n, job.shuffle_seed, epoch), epoch
+        idx = order[i * job.batch_size:(i + 1) * job.batch_size]
+        x = SharedTensor(ctx, _inputs(job.model, x_share[idx]))
+        logits = model.forward(x)
+        report = bool(job.loss_every) and (step + 1) % job.loss_every == 0
+        grad, py = loss.gradient(logits, SharedTensor(ctx, np.ascontiguousarray(y_share[idx])), report)
+        model.backward(grad)
+        lr = job.lr_at(epoch)
+        opt.step(ctx, len(idx), lr)
+        state.params = {p.name: p.value for p in model.parameters()}
+        state.velocity = {p.name: p.velocity for p in model.parameters() if p.velocity is not None}
+        state.step, state.prev_lr = step + 1, lr
+        state.source_seq = getattr(ctx.source, "next_seq", 0)
+        if on_step is not None:
+            on_step(step, epoch, state, None if py is None else py.share)
+    return state
+
+
+def predict_party(ctx: PartyContext, model_name: str, params: dict[str, np.ndarray],
+                  x_share: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Integer one-hot shares of the predicted class for each shared input (secure inference)."""
+    model = build_model(model_name, params)
+    out = []
+    for s in range(0, x_share.shape[0], batch_size):
+        x = SharedTensor(ctx, _inputs(model_name, x_share[s:s + batch_size]))
+        logits = model.forward(x, ForwardState(training=False))
+        out.append(argmax_s(ctx, logits.share, axis=-1))
+    return np.concatenate(out) if out else np.zeros((0, 10), np.int64)
