@@ -44,12 +44,13 @@ class ProtocolConfig:
     cmp_bits: comparisons work in Z_2^cmp_bits; exact for every |x| < 2**(cmp_bits-1) raw
         units.  64 covers every ring element (two's complement sign).
     exp_iterations: squarings of the limit approximation exp(x) = (1 + x/2^n)^(2^n).
-    recip_iterations: Newton-Raphson steps for 1/x on the documented interval.
+    recip_iterations: cap on Newton-Raphson steps for 1/x (the protocol picks the fewest
+        steps that reach its target precision on the documented interval).
     """
 
     cmp_bits: int = 64
     exp_iterations: int = 8
-    recip_iterations: int = 5
+    recip_iterations: int = 8
 
     def __post_init__(self) -> None:
         if not 8 <= self.cmp_bits <= 64:

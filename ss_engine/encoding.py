@@ -16,10 +16,10 @@ def as_ring(x) -> np.ndarray:
     """View integer data as ring elements (int64, C-contiguous). Rejects non-integer dtypes."""
     arr = np.asarray(x)
     if arr.dtype == np.uint64:
-        return np.ascontiguousarray(arr.view(np.int64))
+        return np.asarray(arr.view(np.int64), order="C")
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"ring elements must be integers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.asarray(arr, dtype=np.int64, order="C")
 
 
 def encode(x, fixed: FixedPointConfig | int = 16) -> np.ndarray:

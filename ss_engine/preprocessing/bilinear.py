@@ -15,14 +15,7 @@ BILINEAR_OPS = ("mul", "matmul", "conv", "conv_wgrad", "conv_dgrad")
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.ndim == 2 and b.ndim == 2:
-        return kernels.ring_matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
-    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = np.broadcast_to(a, lead + a.shape[-2:]).reshape((-1,) + a.shape[-2:])
-    b = np.broadcast_to(b, lead + b.shape[-2:]).reshape((-1,) + b.shape[-2:])
-    out = np.stack([kernels.ring_matmul(np.ascontiguousarray(x), np.ascontiguousarray(y))
-                    for x, y in zip(a, b)])
-    return out.reshape(lead + out.shape[-2:])
+    return kernels.ring_matmul_any(np.ascontiguousarray(a), np.ascontiguousarray(b))
 
 
 def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool = False,

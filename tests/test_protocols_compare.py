@@ -1,0 +1,91 @@
+"""Comparison protocols: exact on every edge value, exact byte/round counts, argmax ties."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ss_engine import protocols as P
+
+from .conftest import make_runtime, opened
+
+I64 = np.iinfo(np.int64)
+
+
+def edge_values(m: int) -> np.ndarray:
+    """0, +-1 ulp, the documented bound and its neighbours, powers of two, for Z_2^m."""
+    hi = (1 << (m - 1)) - 1 if m < 64 else I64.max
+    lo = -(1 << (m - 1)) if m < 64 else I64.min
+    pows = [1 << k for k in range(0, m - 1)]
+    vals = [0, 1, -1, 2, -2, hi, lo, hi - 1, lo + 1] + pows + [-p for p in pows] + \
+           [p - 1 for p in pows] + [-p + 1 for p in pows]
+    return np.array(vals, dtype=np.int64)
+
+
+@pytest.mark.parametrize("m", [64, 40, 32, 17])
+def test_drelu_exact_on_edge_values(m):
+    rt = make_runtime(cmp_bits=m)
+    x = edge_values(m)
+    b = opened(rt.run_same(P.drelu_s, rt.share_ring(x)))
+    assert np.array_equal(b, (x >= 0).astype(np.int64))
+
+
+@given(hnp.arrays(np.int64, hnp.array_shapes(max_dims=3, max_side=9),
+                  elements=st.integers(I64.min, I64.max)))
+def test_relu_exact_for_every_ring_element(x):
+    rt = make_runtime()
+    (y0, b0), (y1, b1) = rt.run_same(P.relu_s, rt.share_ring(x))
+    assert np.array_equal(b0 + b1, (x >= 0).astype(np.int64))
+    assert np.array_equal(y0 + y1, np.where(x >= 0, x, 0))
+
+
+def test_drelu_rounds_and_bytes_for_64_bit_values():
+    n = 1000
+    rt = make_runtime()
+    x = np.random.default_rng(1).integers(I64.min, I64.max, n, dtype=np.int64)
+    rt.run_same(P.relu_s, rt.share_ring(x))
+    s = rt.contexts[0].channel.stats
+    words = -(-n // 64)
+    # round 1: c and the masked x (8 + 8 bytes per element); 6 tree levels over 63 bits,
+    # 3 words per AND pair (left opened once for two ANDs), 2 at the last level; B2A: 1 word
+    tree_words = 3 * (31 + 16 + 8 + 4 + 2) + 2
+    assert s.rounds == 8
+    assert s.bytes_sent == 16 * n + 8 * words * (tree_words + 1)
+
+
+@given(st.lists(st.integers(-(1 << 61), 1 << 61), min_size=1, max_size=40), st.data())
+def test_lt_exact(xs, data):
+    ys = data.draw(st.lists(st.integers(-(1 << 61), 1 << 61), min_size=len(xs), max_size=len(xs)))
+    x, y = np.array(xs, np.int64), np.array(ys, np.int64)
+    rt = make_runtime()
+    b = opened(rt.run_same(P.lt_ss, rt.share_ring(x), rt.share_ring(y)))
+    assert np.array_equal(b, (x < y).astype(np.int64))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 10, 16, 17, 40])
+def test_max_and_argmax_with_ties(k):
+    rng = np.random.default_rng(k)
+    x = rng.integers(-5, 5, (30, k)).astype(np.int64) << 16  # many ties
+    rt = make_runtime()
+    mx, hot = rt.run_same(lambda c, v: P.max_s(c, v, axis=1, return_onehot=True), rt.share_ring(x))
+    mx, hot = mx[0] + hot[0], mx[1] + hot[1]
+    assert np.array_equal(mx, x.max(axis=1))
+    # exactly one winner, the first maximal index (torch.argmax's choice)
+    assert np.array_equal(hot, np.eye(k, dtype=np.int64)[x.argmax(axis=1)])
+
+
+def test_max_along_other_axis_and_rounds():
+    x = np.random.default_rng(0).integers(-1000, 1000, (10, 4, 3)).astype(np.int64)
+    rt = make_runtime()
+    mx = opened(rt.run_same(lambda c, v: P.max_s(c, v, axis=1), rt.share_ring(x)))
+    assert np.array_equal(mx, x.max(axis=1))
+    # all pairs of 4: 1 opening + 6 tree + ceil(log2 3) = 2 AND rounds + 1 B2A
+    assert rt.contexts[0].channel.stats.rounds == 10
+
+
+def test_argmax_rows_for_prediction():
+    z = np.random.default_rng(3).normal(size=(50, 10))
+    rt = make_runtime()
+    hot = opened(rt.run_same(P.argmax_s, rt.share_float(z)))
+    assert np.array_equal(hot.argmax(1), z.argmax(1))
+    assert np.array_equal(hot.sum(1), np.ones(50))
+    assert rt.contexts[0].channel.stats.rounds == 12
