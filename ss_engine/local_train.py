@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import EngineConfig, FixedPointConfig
-from .datasets import load_dataset
+from .datasets import load_dataset, normalize
 from .encoding import decode, encode
 from .nn.models import init_params
 from .owner import encode_images, encode_labels, reconstruct_params, reconstruct_predictions, share_arrays
@@ -105,10 +105,14 @@ class TrainReport:
             json.dump(self.data, fh, indent=2)
 
 
-def _mnist_like(dataset: str, train_limit: int | None, test_limit: int | None):
+def load_preprocessed(dataset: str, train_limit: int | None, test_limit: int | None,
+                      standardize: bool = True):
+    """(x_train, y_train, x_test, y_test): float32 images (N, 784), standardised with the
+    data set's mean/std by default (what both the secure run and the twin see)."""
     xtr, ytr = load_dataset(dataset, "train", train_limit)
     xte, yte = load_dataset(dataset, "test", test_limit)
-    return xtr, ytr, xte, yte
+    prep = lambda imgs: normalize(imgs, standardize, dataset).reshape(len(imgs), -1)  # noqa: E731
+    return prep(xtr), np.asarray(ytr), prep(xte), np.asarray(yte)
 
 
 def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epochs: int = 1,
@@ -117,6 +121,7 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
                        train_limit: int | None = None, test_limit: int | None = None,
                        compare_plaintext: bool = False, frac_bits: int = 16, seed: int = 0,
                        loss_every: int = 0, secure_eval_limit: int = 1000, progress: bool = True,
+                       standardize: bool = True,
                        json_out: str | None = None, plot_out: str | None = None,
                        runtime_seed: bytes | None = None) -> dict:
     config = EngineConfig(fixed=FixedPointConfig(frac_bits=frac_bits))
@@ -124,8 +129,7 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
     job = TrainJob(model=model, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma,
                    shuffle_seed=seed, loss_every=loss_every)
-    xtr, ytr, xte, yte = _mnist_like(dataset, train_limit, test_limit)
-    x_test = xte.reshape(len(xte), -1).astype(np.float32) / 255.0
+    xtr, ytr, x_test, yte = load_preprocessed(dataset, train_limit, test_limit, standardize)
     rt = LocalRuntime(config, seed=runtime_seed)
 
     # trainer: initialise and share the model; data owner: share images and labels
@@ -170,7 +174,8 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
     report = {
         "dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "frac_bits": frac_bits,
-        "train_samples": int(len(xtr)), "test_samples": int(len(xte)), "runtime": "local",
+        "train_samples": int(len(xtr)), "test_samples": int(len(x_test)), "runtime": "local",
+        "standardize": standardize,
         "test_accuracy": epoch_acc[-1], "epoch_test_accuracy": epoch_acc,
         "epoch_seconds": epoch_seconds, "steps": steps,
         "seconds_per_step": train_seconds / steps,
@@ -185,9 +190,9 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
         "catastrophic_steps": monitor.catastrophic if loss_every else None,
     }
     if secure_eval_limit:
-        n = min(secure_eval_limit, len(xte))
+        n = min(secure_eval_limit, len(x_test))
         t0 = time.perf_counter()
-        xs0, xs1 = rt.share_ring(encode_images(xte[:n], fixed))
+        xs0, xs1 = rt.share_ring(encode_images(x_test[:n], fixed))
         h0, h1 = rt.run(predict_party, (model, states[0].params, xs0), (model, states[1].params, xs1))
         dt = time.perf_counter() - t0
         pred = reconstruct_predictions(h0, h1)
@@ -202,8 +207,7 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
     if compare_plaintext:
         from .twin import train_twin
         init_q = {k: decode(encode(v, fixed), fixed).astype(np.float32) for k, v in init.items()}
-        twin = train_twin(model, init_q, xtr.reshape(len(xtr), -1).astype(np.float32) / 255.0,
-                          ytr, job, x_test, yte)
+        twin = train_twin(model, init_q, xtr, ytr, job, x_test, yte)
         report.update({"plaintext_test_accuracy": twin["epoch_test_accuracy"][-1],
                        "plaintext_epoch_test_accuracy": twin["epoch_test_accuracy"],
                        "plaintext_samples_per_second": twin["samples_per_second"],

@@ -18,10 +18,10 @@ __all__ = ["encode_images", "encode_labels", "share_arrays", "reconstruct_params
 NUM_CLASSES = 10
 
 
-def encode_images(images_uint8: np.ndarray, fixed: FixedPointConfig) -> np.ndarray:
-    """uint8 pixels -> fixed-point [0, 1], flattened to (N, 784)."""
-    x = np.asarray(images_uint8, np.float64).reshape(len(images_uint8), -1) / 255.0
-    return encode(x, fixed)
+def encode_images(images: np.ndarray, fixed: FixedPointConfig) -> np.ndarray:
+    """Preprocessed float images -> fixed-point, flattened to (N, pixels)."""
+    x = np.asarray(images, np.float64)
+    return encode(x.reshape(len(x), -1), fixed)
 
 
 def encode_labels(labels: np.ndarray, fixed: FixedPointConfig) -> np.ndarray:

@@ -39,7 +39,7 @@ def torch_model(name: str, params: dict[str, np.ndarray] | None = None) -> nn.Se
 
 
 def _x(name: str, x: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, np.float32).reshape((len(x),) + INPUT_SHAPES[name]))
+    return torch.as_tensor(np.array(x, np.float32).reshape((len(x),) + INPUT_SHAPES[name]))
 
 
 @torch.no_grad()
@@ -88,7 +88,7 @@ def train_twin(name: str, params: dict[str, np.ndarray], x: np.ndarray, y: np.nd
     n = len(x)
     spe = steps_per_epoch(n, job.batch_size)
     xt = _x(name, x)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    yt = torch.as_tensor(np.array(y, dtype=np.int64))
     accs, seconds = [], 0.0
     import time
     for epoch in range(job.epochs):

@@ -1,0 +1,142 @@
+"""Each layer's forward and backward on shares against torch autograd (float64).
+
+Tolerances are in units of 2^-f: one truncation costs at most 1 ulp per product, so a
+layer's output is within a few ulp and a gradient summed over n terms within n ulp plus
+the rounding of its inputs.
+"""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from ss_engine.encoding import decode, encode
+from ss_engine.nn import SGD, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from ss_engine.nn.module import ForwardState, Parameter
+from ss_engine.tensor import SharedTensor
+
+from .conftest import make_runtime
+
+F = 16
+ULP = 2.0 ** -F
+
+
+def q(x):
+    """The fixed-point value torch should see (inputs rounded like the engine's)."""
+    return decode(encode(x, F), F)
+
+
+def run_layer(rt, make, x, dy, params):
+    """Forward + backward of one layer on both parties; returns opened (y, dx, grads)."""
+    xs, dys = rt.share_float(x), rt.share_float(dy)
+    ps = {k: rt.share_float(v) for k, v in params.items()}
+
+    def body(ctx, xv, dyv, *pv):
+        layer = make({k: v for k, v in zip(params, pv)})
+        for p in layer.weights_to_open():
+            from ss_engine.protocols.beaver import mask_and_open
+            (p.opened,) = mask_and_open(ctx, [p.value])
+        state = ForwardState()
+        y = layer.forward(SharedTensor(ctx, xv), state)
+        dx = layer.backward(SharedTensor(ctx, dyv))
+        grads = [p.grad for p in layer.parameters()]
+        return y.share, (None if dx is None else dx.share), grads
+
+    r0, r1 = rt.run(body, (xs[0], dys[0]) + tuple(p[0] for p in ps.values()),
+                    (xs[1], dys[1]) + tuple(p[1] for p in ps.values()))
+    y = decode(r0[0] + r1[0], F)
+    dx = decode(r0[1] + r1[1], F)
+    grads = [decode(a + b, F) for a, b in zip(r0[2], r1[2])]
+    return y, dx, grads
+
+
+def torch_ref(fn, x, dy, params):
+    xt = torch.tensor(q(x), requires_grad=True)
+    pt = {k: torch.tensor(q(v), requires_grad=True) for k, v in params.items()}
+    y = fn(xt, **pt)
+    y.backward(torch.tensor(q(dy)))
+    return y.detach().numpy(), xt.grad.numpy(), [pt[k].grad.numpy() for k in params]
+
+
+@given(st.integers(1, 8), st.integers(1, 20), st.integers(1, 12), st.integers(0, 2 ** 16))
+def test_linear_layer(batch, fin, fout, seed):
+    rng = np.random.default_rng(seed)
+    x, dy = rng.normal(size=(batch, fin)), rng.normal(size=(batch, fout))
+    params = {"weight": rng.normal(size=(fout, fin)) / np.sqrt(fin), "bias": rng.normal(size=fout)}
+    y, dx, (dw, db) = run_layer(make_runtime(), lambda p: Linear(p["weight"], p["bias"]), x, dy, params)
+    ry, rdx, (rdw, rdb) = torch_ref(lambda x, weight, bias: x @ weight.T + bias, x, dy, params)
+    assert np.abs(y - ry).max() <= 2 * ULP
+    assert np.abs(dx - rdx).max() <= 2 * ULP
+    assert np.abs(dw - rdw).max() <= 2 * ULP
+    assert np.abs(db - rdb).max() <= batch * ULP
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 2), (2, 1)])
+def test_conv_layer(stride, padding):
+    rng = np.random.default_rng(stride + padding)
+    x = rng.normal(size=(3, 2, 8, 8))
+    params = {"weight": rng.normal(size=(4, 2, 3, 3)) / 4, "bias": rng.normal(size=4)}
+    out_hw = (8 + 2 * padding - 3) // stride + 1
+    dy = rng.normal(size=(3, 4, out_hw, out_hw))
+    y, dx, (dw, db) = run_layer(make_runtime(), lambda p: Conv2d(p["weight"], p["bias"], stride, padding),
+                                x, dy, params)
+    ry, rdx, (rdw, rdb) = torch_ref(lambda x, weight, bias: torch.nn.functional.conv2d(
+        x, weight, bias, stride=stride, padding=padding), x, dy, params)
+    assert np.abs(y - ry).max() <= 2 * ULP
+    assert np.abs(dx - rdx).max() <= 2 * ULP
+    assert np.abs(dw - rdw).max() <= 2 * ULP
+    assert np.abs(db - rdb).max() <= dy[:, 0].size * ULP
+
+
+def test_relu_keeps_its_bit_and_backward_is_exact():
+    rng = np.random.default_rng(5)
+    x, dy = rng.normal(size=(6, 7)), rng.normal(size=(6, 7))
+    x[0, :3] = [0.0, ULP, -ULP]
+    y, dx, _ = run_layer(make_runtime(), lambda p: ReLU(), x, dy, {})
+    assert np.array_equal(y, np.maximum(q(x), 0))
+    assert np.array_equal(dx, np.where(q(x) >= 0, q(dy), 0))
+
+
+@pytest.mark.parametrize("cls,fn", [(MaxPool2d, torch.nn.functional.max_pool2d),
+                                    (AvgPool2d, torch.nn.functional.avg_pool2d)])
+def test_pooling(cls, fn):
+    rng = np.random.default_rng(7)
+    x, dy = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(2, 3, 3, 3))
+    y, dx, _ = run_layer(make_runtime(), lambda p: cls(2), x, dy, {})
+    ry, rdx, _ = torch_ref(lambda x: fn(x, 2), x, dy, {})
+    assert np.abs(y - ry).max() <= ULP
+    assert np.abs(dx - rdx).max() <= ULP
+
+
+def test_flatten_roundtrip():
+    x = np.random.default_rng(8).normal(size=(2, 3, 2, 2))
+    y, dx, _ = run_layer(make_runtime(), lambda p: Flatten(), x, x.reshape(2, -1), {})
+    assert y.shape == (2, 12) and np.array_equal(dx, q(x))
+
+
+def test_sgd_matches_torch_over_steps_with_momentum_decay_and_lr_change():
+    rng = np.random.default_rng(9)
+    w = rng.normal(size=(5, 4))
+    grads = [rng.normal(size=(5, 4)) * 8 for _ in range(3)]  # batch-summed gradients, B = 8
+    lrs = [0.1, 0.1, 0.01]
+    rt = make_runtime()
+    ws = rt.share_float(w)
+    gs = [rt.share_float(g) for g in grads]
+
+    def body(ctx, wv, *gv):
+        p = Parameter("w", wv)
+        opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=5e-4)
+        for g, lr in zip(gv, lrs):
+            p.grad = g
+            opt.step(ctx, batch_size=8, lr=lr)
+        return p.value
+
+    r = rt.run(body, (ws[0],) + tuple(g[0] for g in gs), (ws[1],) + tuple(g[1] for g in gs))
+    wt = torch.tensor(q(w), requires_grad=True)
+    opt = torch.optim.SGD([wt], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for g, lr in zip(grads, lrs):
+        opt.param_groups[0]["lr"] = lr
+        wt.grad = torch.tensor(q(g) / 8)
+        opt.step()
+    assert np.abs(decode(r[0] + r[1], F) - wt.detach().numpy()).max() <= 4 * ULP
+    # one truncation round per step for all parameters
+    assert rt.contexts[0].channel.stats.rounds == 3
