@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 __all__ = ["PRG", "SEED_BYTES", "derive_seed"]
 
 SEED_BYTES = 16
-_ZEROS = bytes(1 << 20)
+_CHUNK = 1 << 22
+_ZEROS = memoryview(bytes(_CHUNK))  # read-only plaintext of the keystream, shared by threads
 
 
 def derive_seed(key: bytes, *labels: int | str | bytes) -> bytes:
@@ -47,20 +48,25 @@ class PRG:
     def from_os_random(cls) -> "PRG":
         return cls(os.urandom(SEED_BYTES))
 
+    def _fill(self, n: int) -> np.ndarray:
+        """n keystream bytes written straight into a fresh array (no intermediate copies)."""
+        out = np.empty(n + 16, dtype=np.uint8)  # update_into wants block_size - 1 spare bytes
+        view = memoryview(out)
+        pos = 0
+        while pos < n:
+            take = min(n - pos, _CHUNK)
+            self._enc.update_into(_ZEROS[:take], view[pos:pos + take + 15])
+            pos += take
+        return out[:n]
+
     def random_bytes(self, n: int) -> bytes:
-        out = bytearray()
-        while n > 0:
-            take = min(n, len(_ZEROS))
-            out += self._enc.update(_ZEROS[:take])
-            n -= take
-        return bytes(out)
+        return self._fill(int(n)).tobytes()
 
     def random_int64(self, shape) -> np.ndarray:
         """Uniform ring elements of the given shape."""
-        shape = tuple(int(s) for s in np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
+        shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
         n = int(np.prod(shape, dtype=np.int64))
-        buf = self._enc.update(_ZEROS[: 8 * n]) if 8 * n <= len(_ZEROS) else self.random_bytes(8 * n)
-        return np.frombuffer(buf, dtype=np.int64).reshape(shape).copy()
+        return self._fill(8 * n).view(np.int64).reshape(shape)
 
     def random_uint64(self, shape) -> np.ndarray:
         return self.random_int64(shape).view(np.uint64)
