@@ -62,10 +62,30 @@ def init_params(name: str, seed: int) -> dict[str, np.ndarray]:
     return params
 
 
+def _commute_relu_maxpool(spec: list[tuple]) -> list[tuple[int, tuple]]:
+    """(index, layer) in execution order, with every "ReLU then max-pool" run as "max-pool
+    then ReLU".
+
+    The two orders compute the same function and the same gradient (max is monotone, and
+    where a window is all negative both give 0 and a zero gradient), but the swapped order
+    compares a quarter as many values in the ReLU: a 2x2 pool after the first LeNet
+    convolution cuts the ReLU from 589,824 to 147,456 elements per batch of 64.
+    """
+    order = list(enumerate(spec))
+    i = 0
+    while i < len(order) - 1:
+        if order[i][1][0] == "relu" and order[i + 1][1][0] == "maxpool":
+            order[i], order[i + 1] = order[i + 1], order[i]
+            i += 2
+        else:
+            i += 1
+    return order
+
+
 def build_model(name: str, shares: dict[str, np.ndarray]) -> Sequential:
     """One party's model from its shares of every parameter (keys as in ``init_params``)."""
     layers = []
-    for i, layer in enumerate(_spec(name)):
+    for i, layer in _commute_relu_maxpool(_spec(name)):
         kind = layer[0]
         if kind == "linear":
             layers.append(Linear(shares[f"{i}.weight"], shares[f"{i}.bias"], name=str(i)))
