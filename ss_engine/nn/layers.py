@@ -6,7 +6,11 @@ Round structure of one training step (what the counters in the tests check):
   * a layer input is opened once and reused for the weight gradient (X^T dY);
   * an output gradient dY is opened once and used for both dW and dX;
   * ReLU bits and max-pool one-hots are opened with the next forward opening, so their
-    backward products cost one round each.
+    backward products cost one round each;
+  * a Linear/Conv output feeding a ReLU is not truncated on its own: the ReLU truncates
+    and compares in one opening (``trunc_relu_s``); in backward the Linear/Conv input
+    gradient goes up untruncated and the ReLU truncates it and multiplies by its bit in one
+    round (``trunc_many_mul_s``), which also truncates the pending weight gradients.
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ from ..encoding import encode
 from ..protocols.beaver import (MaskedOperand, conv_out_shape, mask_and_open, matmul_masked,
                                 mul_masked, product_share)
 from ..protocols.compare import max_s, relu_s
+from ..protocols.fused import trunc_many_mul_s, trunc_relu_s
 from ..protocols.truncation import trunc_many_s, trunc_s
 from ..tensor import SharedTensor
-from .module import ForwardState, Module, Parameter
+from .module import BackwardState, ForwardState, Module, Parameter
 
 __all__ = ["Linear", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Sequential"]
 
@@ -39,6 +44,30 @@ def _open_with_pending(x: SharedTensor, state: ForwardState, x_op: MaskedOperand
     return x_op
 
 
+def _finish_output(ctx, z: np.ndarray, truncate: bool) -> SharedTensor:
+    if truncate:
+        return SharedTensor(ctx, trunc_s(ctx, z, ctx.frac_bits, "fwd_trunc"))
+    return SharedTensor(ctx, z, 2 * ctx.frac_bits)  # the ReLU above truncates it
+
+
+def _finish_grads(ctx, weight: Parameter, dw: np.ndarray, dx: np.ndarray | None,
+                  state: BackwardState | None, raw_input_grad: bool) -> SharedTensor | None:
+    """Truncate dW (now, or with the next backward truncation) and dX (unless the ReLU
+    below truncates it); return dX."""
+    def set_grad(g):
+        weight.grad = g
+
+    if dx is not None and raw_input_grad and state is not None:
+        state.defer_trunc(dw, set_grad)
+        return SharedTensor(ctx, dx, 2 * ctx.frac_bits)
+    if dx is None and state is not None:
+        state.defer_trunc(dw, set_grad)
+        return None
+    out = trunc_many_s(ctx, [dw] + ([dx] if dx is not None else []), ctx.frac_bits, "bwd_trunc")
+    set_grad(out[0])
+    return SharedTensor(ctx, out[1]) if dx is not None else None
+
+
 class Linear(Module):
     """y = x W^T + b with W (out, in) as in torch."""
 
@@ -53,7 +82,7 @@ class Linear(Module):
     def weights_to_open(self):
         return [self.weight]
 
-    def forward(self, x, state, x_op=None):
+    def forward(self, x, state, x_op=None, truncate=True):
         ctx = x.ctx
         if x.ndim != 2 or x.shape[1] != self.weight.value.shape[1]:
             raise ValueError(f"{self.weight.name}: input shape {x.shape} does not fit weight "
@@ -61,19 +90,15 @@ class Linear(Module):
         self._x_op = _open_with_pending(x, state, x_op)
         z = matmul_masked(ctx, self._x_op, self.weight.opened, transpose_right=True)
         z += self.bias.value << ctx.frac_bits
-        return SharedTensor(ctx, trunc_s(ctx, z, ctx.frac_bits, "fwd_trunc"))
+        return _finish_output(ctx, z, truncate)
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, state=None, raw_input_grad=False):
         ctx = dy.ctx
         (dy_op,) = mask_and_open(ctx, [dy.share], "bwd_open")
         dw = matmul_masked(ctx, dy_op, self._x_op, transpose_left=True)
-        raw = [dw]
-        if need_input_grad:
-            raw.append(matmul_masked(ctx, dy_op, self.weight.opened))
-        out = trunc_many_s(ctx, raw, ctx.frac_bits, "bwd_trunc")
-        self.weight.grad = out[0]
+        dx = matmul_masked(ctx, dy_op, self.weight.opened) if need_input_grad else None
         self.bias.grad = dy.share.sum(axis=0)
-        return SharedTensor(ctx, out[1]) if need_input_grad else None
+        return _finish_grads(ctx, self.weight, dw, dx, state, raw_input_grad)
 
 
 class Conv2d(Module):
@@ -96,7 +121,7 @@ class Conv2d(Module):
         w = self.weight.value
         return (w.shape[2], w.shape[3], self.stride, self.padding)
 
-    def forward(self, x, state, x_op=None):
+    def forward(self, x, state, x_op=None, truncate=True):
         ctx = x.ctx
         if x.ndim != 4:
             raise ValueError(f"{self.weight.name}: input must be (N, C, H, W), got {x.shape}")
@@ -105,23 +130,22 @@ class Conv2d(Module):
         cols = product_share(ctx, "conv", self._x_op, self.weight.opened, conv=self._conv)
         cols += self.bias.value << ctx.frac_bits
         z = np.ascontiguousarray(cols.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
-        return SharedTensor(ctx, trunc_s(ctx, z, ctx.frac_bits, "fwd_trunc"))
+        return _finish_output(ctx, z, truncate)
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, state=None, raw_input_grad=False):
         ctx = dy.ctx
         n, o, oh, ow = dy.shape
         dy_cols = np.ascontiguousarray(dy.share.transpose(0, 2, 3, 1).reshape(-1, o))
         (dy_op,) = mask_and_open(ctx, [dy_cols], "bwd_open")
         dw = product_share(ctx, "conv_wgrad", dy_op, self._x_op, conv=self._conv)
-        raw = [dw.reshape(self.weight.value.shape)]
+        dx = None
         if need_input_grad:
             dcols = product_share(ctx, "conv_dgrad", dy_op, self.weight.opened)
             kh, kw, s, p = self._conv
-            raw.append(kernels.col2im(dcols, self._x_op.shape, kh, kw, s, p))
-        out = trunc_many_s(ctx, raw, ctx.frac_bits, "bwd_trunc")
-        self.weight.grad = out[0]
+            dx = kernels.col2im(dcols, self._x_op.shape, kh, kw, s, p)
         self.bias.grad = dy_cols.sum(axis=0)
-        return SharedTensor(ctx, out[1]) if need_input_grad else None
+        return _finish_grads(ctx, self.weight, dw.reshape(self.weight.value.shape), dx, state,
+                             raw_input_grad)
 
 
 class ReLU(Module):
@@ -132,16 +156,31 @@ class ReLU(Module):
         self._bit_op: MaskedOperand | None = None
 
     def forward(self, x, state, x_op=None):
-        y, bit = relu_s(x.ctx, x.share)
+        ctx = x.ctx
+        if x.frac_bits > ctx.frac_bits:  # an untruncated product: truncate and compare at once
+            y, bit = trunc_relu_s(ctx, x.share, x.frac_bits - ctx.frac_bits)
+        else:
+            y, bit = relu_s(ctx, x.share)
         self._bit, self._bit_op = bit, None
         state.defer(bit, self)
-        return SharedTensor(x.ctx, y)
+        return SharedTensor(ctx, y)
 
     def receive_opened(self, op):
         self._bit_op = op
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, state=None):
         ctx = dy.ctx
+        if dy.frac_bits > ctx.frac_bits:
+            # trunc(dy) * bit in the truncation round, with the weight gradients waiting on it
+            if self._bit_op is None:
+                (self._bit_op,) = mask_and_open(ctx, [self._bit], "bwd_open")
+            pending = state.take() if state is not None else []
+            out = trunc_many_mul_s(ctx, [r for r, _ in pending] + [dy.share],
+                                   dy.frac_bits - ctx.frac_bits,
+                                   [None] * len(pending) + [self._bit_op], "bwd_trunc")
+            for (_, setter), g in zip(pending, out):
+                setter(g)
+            return SharedTensor(ctx, out[-1])
         if self._bit_op is None:
             dy_op, self._bit_op = mask_and_open(ctx, [dy.share, self._bit], "bwd_open")
         else:
@@ -184,7 +223,7 @@ class MaxPool2d(Module):
     def receive_opened(self, op):
         self._hot_op = op
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, state=None):
         ctx = dy.ctx
         flat = np.ascontiguousarray(dy.share.reshape(-1))
         if self._hot_op is None:
@@ -209,7 +248,7 @@ class AvgPool2d(Module):
         s = _windows(x.share, self.k).sum(axis=1) * encode(1.0 / self.k ** 2, ctx.config.fixed)
         return SharedTensor(ctx, trunc_s(ctx, s, ctx.frac_bits).reshape(n, c, h // self.k, w // self.k))
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, state=None):
         ctx = dy.ctx
         g = trunc_s(ctx, dy.share * encode(1.0 / self.k ** 2, ctx.config.fixed), ctx.frac_bits)
         cols = np.repeat(g.reshape(-1, 1), self.k * self.k, axis=1)
@@ -224,7 +263,7 @@ class Flatten(Module):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, state=None):
         return dy.reshape(self._shape)
 
 
@@ -250,13 +289,31 @@ class Sequential(Module):
         for p, op in zip(weights, ops):
             p.opened = op
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x, state, x_op if i == 0 else None)
+            if isinstance(layer, (Linear, Conv2d)):
+                x = layer.forward(x, state, x_op if i == 0 else None, truncate=not self._feeds_relu(i))
+            else:
+                x = layer.forward(x, state, x_op if i == 0 else None)
         return x
 
+    def _feeds_relu(self, i: int) -> bool:
+        return i + 1 < len(self.layers) and isinstance(self.layers[i + 1], ReLU)
+
     def backward(self, dy: SharedTensor, need_input_grad: bool = False):
+        ctx = dy.ctx
+        state = BackwardState()
         for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
             # the first layer's input gradient is never needed (it is the data)
-            dy = self.layers[i].backward(dy, need_input_grad or i > 0)
+            need = need_input_grad or i > 0
+            if isinstance(layer, (Linear, Conv2d)):
+                dy = layer.backward(dy, need, state, raw_input_grad=i > 0 and isinstance(self.layers[i - 1], ReLU))
+            else:
+                dy = layer.backward(dy, need, state)
             if dy is None:
                 break
+        pending = state.take()
+        if pending:  # the first layer's weight gradient
+            outs = trunc_many_s(ctx, [r for r, _ in pending], ctx.frac_bits, "bwd_trunc")
+            for (_, setter), g in zip(pending, outs):
+                setter(g)
         return dy

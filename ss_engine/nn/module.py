@@ -8,7 +8,7 @@ import numpy as np
 from ..protocols.beaver import MaskedOperand
 from ..tensor import SharedTensor
 
-__all__ = ["Parameter", "Module", "ForwardState"]
+__all__ = ["Parameter", "Module", "ForwardState", "BackwardState"]
 
 
 @dataclass
@@ -45,6 +45,24 @@ class ForwardState:
         return items
 
 
+class BackwardState:
+    """Truncations waiting for the next truncation round of the backward pass.
+
+    A weight gradient is needed only by the optimizer, so its truncation rides along with
+    the next layer's (fused) truncation instead of costing a round of its own.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[np.ndarray, object]] = []
+
+    def defer_trunc(self, raw: np.ndarray, setter) -> None:
+        self.pending.append((raw, setter))
+
+    def take(self) -> list[tuple[np.ndarray, object]]:
+        items, self.pending = self.pending, []
+        return items
+
+
 class Module:
     """A layer: ``forward(x, state)`` caches what ``backward(dy)`` needs."""
 
@@ -58,7 +76,10 @@ class Module:
     def forward(self, x: SharedTensor, state: ForwardState) -> SharedTensor:
         raise NotImplementedError
 
-    def backward(self, dy: SharedTensor, need_input_grad: bool = True) -> SharedTensor | None:
+    def backward(self, dy: SharedTensor, need_input_grad: bool = True,
+                 state: BackwardState | None = None) -> SharedTensor | None:
+        """dL/dx from dL/dy.  ``dy`` may be untruncated (frac_bits = 2f) when the layer
+        above left its truncation to this one (see ``Sequential``)."""
         raise NotImplementedError
 
     def receive_opened(self, op: MaskedOperand) -> None:

@@ -8,6 +8,7 @@ from .beaver import (MaskedOperand, conv2d_ss, mask_and_open, matmul_masked, mat
 from .binary import and_fanout_ss, and_ss
 from .compare import (argmax_s, b2a_select_s, drelu_s, lt_ss, max_s, msb_xor_s, relu_s)
 from .nonlinear import exp_s, reciprocal_s, softmax_s
+from .fused import trunc_many_mul_s, trunc_relu_s
 from .opening import open_many, reveal_s
 from .truncation import trunc_many_s, trunc_s
 
@@ -15,5 +16,5 @@ __all__ = [
     "MaskedOperand", "mask_and_open", "product_share", "matmul_masked", "mul_masked", "mul_ss",
     "matmul_ss", "conv2d_ss", "square_s", "and_ss", "and_fanout_ss", "msb_xor_s", "b2a_select_s",
     "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s", "exp_s", "reciprocal_s", "softmax_s",
-    "open_many", "reveal_s", "trunc_s", "trunc_many_s",
+    "open_many", "reveal_s", "trunc_s", "trunc_many_s", "trunc_relu_s", "trunc_many_mul_s",
 ]

@@ -26,11 +26,12 @@ import numpy as np
 
 from .. import kernels
 from ..party import PartyContext
+from ..preprocessing.source import Material
 from .beaver import MaskedOperand, mask_and_open, mul_masked
 from .binary import and_fanout_ss, and_ss, open_words
 from .opening import open_many
 
-__all__ = ["msb_xor_s", "b2a_select_s", "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s",
+__all__ = ["cmp_prepare", "cmp_finish", "msb_xor_s", "b2a_select_s", "flip_xor", "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s",
            "pack_bits", "unpack_bits"]
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -53,7 +54,7 @@ def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
     return raw[..., :n].astype(np.int64)
 
 
-def _flip(ctx: PartyContext, words: np.ndarray) -> np.ndarray:
+def flip_xor(ctx: PartyContext, words: np.ndarray) -> np.ndarray:
     """NOT of a XOR-shared value: party 0 flips its share."""
     return words ^ _ONES if ctx.rank == 0 else words
 
@@ -80,29 +81,36 @@ def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray)
     return lt[0]
 
 
-def msb_xor_s(ctx: PartyContext, x: np.ndarray, extra: Sequence[np.ndarray] = (),
-              bits: int | None = None) -> tuple[np.ndarray, list[MaskedOperand]]:
-    """Packed XOR shares of msb(x) in Z_2^bits; ``extra`` secrets are masked and opened in
-    the same first message (for a fused select later).  See module docstring for cost."""
+def cmp_prepare(ctx: PartyContext, x: np.ndarray, bits: int | None = None
+                ) -> tuple[Material, np.ndarray, int]:
+    """Fetch comparison material for x; return it with this party's share of x + r."""
     m = ctx.config.protocol.cmp_bits if bits is None else int(bits)
     flat = np.ascontiguousarray(x, dtype=np.int64).ravel()
-    n = flat.size
-    mat = ctx.source.cmp(n, m)
-    extras = [np.ascontiguousarray(e, dtype=np.int64) for e in extra]
-    masks = [ctx.source.mask(e.shape) for e in extras]
-    opened = open_many(ctx, [flat + mat["r"]] + [e - mk["a"] for e, mk in zip(extras, masks)],
-                       "cmp_open")
-    c = opened[0]
+    mat = ctx.source.cmp(flat.size, m)
+    return mat, flat + mat["r"], m
+
+
+def cmp_finish(ctx: PartyContext, mat: Material, c: np.ndarray, m: int) -> np.ndarray:
+    """Packed XOR shares of msb(x) from the opened c = x + r (the comparator tree)."""
     if m < 64:
         c = c & np.int64((1 << m) - 1)
     c_bits = kernels.bit_slices(c, m)
     r_bits = mat["r_bits"]
     borrow = _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1])
     msb = borrow ^ r_bits[m - 1]
-    if ctx.rank == 0:
-        msb = msb ^ c_bits[m - 1]
-    masked = [MaskedOperand(e, o, mk) for e, o, mk in zip(extras, opened[1:], masks)]
-    return msb, masked
+    return msb ^ c_bits[m - 1] if ctx.rank == 0 else msb
+
+
+def msb_xor_s(ctx: PartyContext, x: np.ndarray, extra: Sequence[np.ndarray] = (),
+              bits: int | None = None) -> tuple[np.ndarray, list[MaskedOperand]]:
+    """Packed XOR shares of msb(x) in Z_2^bits; ``extra`` secrets are masked and opened in
+    the same first message (for a fused select later).  See module docstring for cost."""
+    mat, z, m = cmp_prepare(ctx, x, bits)
+    extras = [np.ascontiguousarray(e, dtype=np.int64) for e in extra]
+    masks = [ctx.source.mask(e.shape) for e in extras]
+    opened = open_many(ctx, [z] + [e - mk["a"] for e, mk in zip(extras, masks)], "cmp_open")
+    msb = cmp_finish(ctx, mat, opened[0], m)
+    return msb, [MaskedOperand(e, o, mk) for e, o, mk in zip(extras, opened[1:], masks)]
 
 
 def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
@@ -133,7 +141,7 @@ def drelu_s(ctx: PartyContext, x: np.ndarray) -> np.ndarray:
     """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 8 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     msb, _ = msb_xor_s(ctx, x)
-    b, _ = b2a_select_s(ctx, _flip(ctx, msb), x.size)
+    b, _ = b2a_select_s(ctx, flip_xor(ctx, msb), x.size)
     return b.reshape(x.shape)
 
 
@@ -141,7 +149,7 @@ def relu_s(ctx: PartyContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 8 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     msb, (xm,) = msb_xor_s(ctx, x, extra=[x.ravel()])
-    b, (y,) = b2a_select_s(ctx, _flip(ctx, msb), x.size, [xm])
+    b, (y,) = b2a_select_s(ctx, flip_xor(ctx, msb), x.size, [xm])
     return y.reshape(x.shape), b.reshape(x.shape)
 
 

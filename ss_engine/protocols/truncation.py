@@ -14,23 +14,64 @@ Protocol ``trunc_s`` for a secret x with |x| < 2^62 (raw units) and shift f:
      x' = (c mod 2^63) - (r mod 2^63) + 2^63 w, and locally
      y = (c mod 2^63) >> f  -  r_hi  +  2^(63-f) w  -  2^(62-f).
 Result: y - floor(x / 2^f) is 0 or 1 (one unit in the last place) for *every* x in the bound;
-nothing wraps.  Rounds: 1.  Bytes per element per party: 8 sent.  Dealer: 16 bytes per element
+nothing wraps.  The rounding is stochastic and unbiased: P(y = floor + 1) = frac(x / 2^f).  Rounds: 1.  Bytes per element per party: 8 sent.  Dealer: 16 bytes per element
 to party 1 only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ..party import PartyContext
+from ..preprocessing.source import Material
 from .opening import open_many
 
-__all__ = ["trunc_s", "trunc_many_s", "TRUNC_BOUND_BITS"]
+__all__ = ["trunc_s", "trunc_many_s", "TRUNC_BOUND_BITS", "TruncOpening", "trunc_prepare",
+           "trunc_finish"]
 
 #: Inputs must satisfy |x| < 2**TRUNC_BOUND_BITS (raw ring units).
 TRUNC_BOUND_BITS = 62
 _LOW63 = np.uint64((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class TruncOpening:
+    """A truncation after its opening: result = public + coeff * [r_msb] - [r_hi].
+
+    ``public`` (known to both parties) and ``coeff`` come from the opened c; the secret part
+    is linear in the dealer's r_msb and r_hi, which is what lets a fused protocol multiply
+    the result by a pre-opened secret in the same round (see ``protocols.fused``).
+    """
+
+    public: np.ndarray
+    coeff: np.ndarray
+    material: Material
+
+    def share(self, rank: int) -> np.ndarray:
+        y = self.coeff * self.material["r_msb"] - self.material["r_hi"]
+        return y + self.public if rank == 0 else y
+
+
+def trunc_prepare(ctx: PartyContext, x: np.ndarray, shift: int) -> tuple[Material, np.ndarray]:
+    """Fetch truncation material and the value this party contributes to the opening."""
+    f = int(shift)
+    if not 0 < f < 62:
+        raise ValueError(f"truncation shift must be in (0, 62), got {f}")
+    m = ctx.source.trunc(np.shape(x), f)
+    offset = np.int64(1 << TRUNC_BOUND_BITS) if ctx.rank == 0 else np.int64(0)
+    return m, np.asarray(x, dtype=np.int64) + offset + m["r"]
+
+
+def trunc_finish(material: Material, c: np.ndarray) -> TruncOpening:
+    f = material.spec.frac_bits
+    cu = c.view(np.uint64)
+    c_msb = (cu >> np.uint64(63)).astype(np.int64)
+    # w = c_msb XOR r_msb = c_msb + (1 - 2 c_msb) r_msb, linear in r_msb as c_msb is public
+    public = ((cu & _LOW63) >> np.uint64(f)).astype(np.int64)
+    public += (c_msb << np.int64(63 - f)) - np.int64(1 << (TRUNC_BOUND_BITS - f))
+    return TruncOpening(public, (1 - 2 * c_msb) << np.int64(63 - f), material)
 
 
 def trunc_many_s(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
@@ -39,29 +80,9 @@ def trunc_many_s(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | S
     shifts = [int(shift)] * len(shares) if np.isscalar(shift) else [int(s) for s in shift]
     if len(shifts) != len(shares):
         raise ValueError("one shift per tensor")
-    mats, masked = [], []
-    for x, f in zip(shares, shifts):
-        if not 0 < f < 62:
-            raise ValueError(f"truncation shift must be in (0, 62), got {f}")
-        m = ctx.source.trunc(np.shape(x), f)
-        offset = np.int64(1 << TRUNC_BOUND_BITS) if ctx.rank == 0 else np.int64(0)
-        masked.append(np.asarray(x, dtype=np.int64) + offset + m["r"])
-        mats.append(m)
-    opened = open_many(ctx, masked, label)
-    out = []
-    for c, m, f in zip(opened, mats, shifts):
-        cu = c.view(np.uint64)
-        c_msb = (cu >> np.uint64(63)).astype(np.int64)
-        # w = c_msb XOR r_msb, linear in the shared r_msb because c_msb is public
-        w = m["r_msb"] * (1 - 2 * c_msb)
-        y = 1 * w << np.int64(63 - f)
-        y = y - m["r_hi"]
-        if ctx.rank == 0:
-            y += ((cu & _LOW63) >> np.uint64(f)).astype(np.int64)
-            y += c_msb << np.int64(63 - f)
-            y -= np.int64(1 << (TRUNC_BOUND_BITS - f))
-        out.append(y)
-    return out
+    prepared = [trunc_prepare(ctx, x, f) for x, f in zip(shares, shifts)]
+    opened = open_many(ctx, [c for _, c in prepared], label)
+    return [trunc_finish(m, c).share(ctx.rank) for (m, _), c in zip(prepared, opened)]
 
 
 def trunc_s(ctx: PartyContext, x: np.ndarray, shift: int, label: str = "trunc") -> np.ndarray:

@@ -1,0 +1,42 @@
+"""Truncation fused with ReLU (forward) and with the ReLU bit (backward)."""
+import numpy as np
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ss_engine import protocols as P
+from ss_engine.protocols.beaver import mask_and_open
+
+from .conftest import make_runtime
+
+raw = hnp.arrays(np.int64, hnp.array_shapes(max_dims=3, max_side=9),
+                 elements=st.integers(-(1 << 62) + 1, (1 << 62) - 1))
+
+
+@given(raw, st.sampled_from([12, 16, 24]))
+def test_trunc_relu_is_relu_of_a_one_ulp_truncation(z, f):
+    rt = make_runtime()
+    (y0, b0), (y1, b1) = rt.run_same(lambda c, v: P.trunc_relu_s(c, v, f), rt.share_ring(z))
+    b = b0 + b1
+    assert np.array_equal(b, (z >= 0).astype(np.int64))
+    err = (y0 + y1) - np.maximum(z >> f, 0)
+    # error in {0, 1} where z >= 0; where z < 0 the result is 0 or (rounded up) 0
+    assert np.all((err == 0) | ((err == 1) & (z >= 0)))
+    assert rt.contexts[0].channel.stats.rounds == 8
+
+
+@given(raw, st.data())
+def test_trunc_times_opened_bit(z, data):
+    bits = data.draw(hnp.arrays(np.int64, z.shape, elements=st.integers(0, 1)))
+    rt = make_runtime()
+
+    def body(c, v, bv):
+        (bo,) = mask_and_open(c, [bv])
+        return P.trunc_many_mul_s(c, [v, v], 16, [bo, None])
+
+    r0, r1 = rt.run_same(body, rt.share_ring(z), rt.share_ring(bits))
+    fused, plain = r0[0] + r1[0], r0[1] + r1[1]
+    assert set(np.unique(plain - (z >> 16))) <= {0, 1}
+    assert set(np.unique(fused - (z >> 16) * bits)) <= {0, 1}
+    assert np.all(fused[bits == 0] == 0)
+    # one opening of the bit, one truncation round for both tensors
+    assert rt.contexts[0].channel.stats.rounds == 2
