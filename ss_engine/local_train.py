@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -164,6 +165,9 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
         from .twin import evaluate  # torch is needed only for evaluation
         params = reconstruct_params(states[0].params, states[1].params, fixed)
         epoch_acc.append(evaluate(model, params, x_test, yte))
+        if not progress:
+            sys.stderr.write(f"epoch {epoch + 1}/{epochs}: test accuracy {100 * epoch_acc[-1]:.2f}% "
+                             f"({dt:.0f} s, {spe * batch_size / dt:,.0f} samples/s)\n")
     bar.close()
     stats = rt.stats()
     steps = epochs * spe
@@ -186,6 +190,8 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
         "dealer_bytes_uncompressed_per_step": (stats["party0"]["dealer"]["uncompressed_bytes"]
                                                + dealer1["uncompressed_bytes"]) / steps,
         "peer_wait_fraction": ch0["wait_seconds"] / train_seconds,
+        # both parties and the dealer live in this process in the local runtime
+        "peak_rss_mb_all_parties": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "losses": monitor.losses if loss_every else [],
         "catastrophic_steps": monitor.catastrophic if loss_every else None,
     }
