@@ -38,20 +38,13 @@ _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
-    """(..., n) 0/1 integers -> (..., ceil(n/64)) uint64, LSB-first (the bit-slice layout)."""
-    bits = np.asarray(bits)
-    n = bits.shape[-1]
-    w = (n + 63) // 64
-    padded = np.zeros(bits.shape[:-1] + (w * 64,), dtype=np.uint8)
-    padded[..., :n] = bits
-    return np.packbits(padded, axis=-1, bitorder="little").view(np.uint64)
+    """(..., n) 0/1 -> (..., ceil(n/64)) uint64, LSB-first (the bit-slice layout)."""
+    return kernels.pack_bits(np.ascontiguousarray(bits))
 
 
 def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: (..., W) uint64 -> (..., n) int64 0/1."""
-    words = np.ascontiguousarray(words, dtype=np.uint64)
-    raw = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
-    return raw[..., :n].astype(np.int64)
+    """Inverse of :func:`pack_bits`, as int64 0/1 (ready for arithmetic)."""
+    return kernels.unpack_bits(np.ascontiguousarray(words, dtype=np.uint64), n, dtype=np.int64)
 
 
 def flip_xor(ctx: PartyContext, words: np.ndarray) -> np.ndarray:

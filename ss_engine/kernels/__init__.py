@@ -1,0 +1,32 @@
+"""Numba kernels over the ring Z_2^64 (int64, wrap-around), each with a pure-numpy twin.
+
+The lowest layer of ss_engine: imports only numpy and numba.  Every public kernel ``f`` has
+a twin ``f_np`` with the same signature that is the test oracle (bit-for-bit equal).
+Elementwise ring arithmetic is plain numpy on int64 and is not wrapped here.
+
+* :mod:`.matmul`  ``ring_matmul``, ``ring_matmul_batched``, ``ring_matmul_any``
+* :mod:`.conv`    ``im2col``, ``col2im`` (torch weight layout), ``conv_output_hw``
+* :mod:`.bits`    ``pack_bits``, ``unpack_bits``, ``bit_slices``, ``from_bit_slices``
+* :mod:`._runtime`  threading layer and per-call scheduling (``runtime_info``); importing
+  this package selects the threading layer, see that module's docstring.
+"""
+from ._runtime import NUM_THREADS_ENV, KernelRuntimeInfo, runtime_info
+from .bits import (bit_slices, bit_slices_np, from_bit_slices, from_bit_slices_np, pack_bits,
+                   pack_bits_np, unpack_bits, unpack_bits_np, words_for)
+from .conv import col2im, col2im_np, conv_output_hw, im2col, im2col_np
+from .matmul import (ring_matmul, ring_matmul_any, ring_matmul_any_np, ring_matmul_batched,
+                     ring_matmul_batched_np, ring_matmul_np)
+
+__all__ = [
+    # matrix products
+    "ring_matmul", "ring_matmul_np",
+    "ring_matmul_batched", "ring_matmul_batched_np",
+    "ring_matmul_any", "ring_matmul_any_np",
+    # convolution lowering
+    "im2col", "im2col_np", "col2im", "col2im_np", "conv_output_hw",
+    # bit packing / slicing
+    "pack_bits", "pack_bits_np", "unpack_bits", "unpack_bits_np",
+    "bit_slices", "bit_slices_np", "from_bit_slices", "from_bit_slices_np", "words_for",
+    # runtime
+    "runtime_info", "KernelRuntimeInfo", "NUM_THREADS_ENV",
+]
