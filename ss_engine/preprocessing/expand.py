@@ -49,7 +49,10 @@ def _split_off(kind: str, secret: np.ndarray, share0: np.ndarray) -> np.ndarray:
 class DealerCore:
     """Pure generator of all correlated randomness from the two parties' seeds."""
 
-    def __init__(self, key0: bytes, key1: bytes, cache_items: int = 128):
+    #: only these kinds are ever operands of a later product (mask reuse, fused truncation)
+    REFERENCED_KINDS = frozenset({"mask", "bit", "trunc"})
+
+    def __init__(self, key0: bytes, key1: bytes, cache_items: int = 512):
         if len(key0) != SEED_BYTES or len(key1) != SEED_BYTES:
             raise ValueError("dealer keys must be 16 bytes each")
         self._keys = (bytes(key0), bytes(key1))
@@ -69,6 +72,8 @@ class DealerCore:
         values = {f.name: combine_field(f.kind, own0[f.name], own1[f.name]) for f in spec.random_fields()}
         values.update(spec.compute(values, self.resolve))
         result = (values, own0)
+        if spec.kind not in self.REFERENCED_KINDS:
+            return result
         with self._lock:
             self._cache[seq] = (spec, result)
             while len(self._cache) > self._cache_items:
