@@ -70,3 +70,17 @@ def test_one_share_is_independent_of_the_secret(secret):
     b = np.bincount((s1_zero.view(np.uint64) >> np.uint64(56)).astype(np.int64), minlength=256)
     stat = (((a - b) ** 2) / np.maximum(a + b, 1)).sum()
     assert stat < 330
+
+
+def test_counter_stream_is_aes_ctr_on_both_paths():
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from ss_engine.prg import CounterStream
+    key = bytes(range(SEED_BYTES))
+    s = CounterStream(key)
+    n = CounterStream.SMALL + 100
+    ref = Cipher(algorithms.AES(key), modes.CTR((9 << 64).to_bytes(16, "big"))).encryptor().update(bytes(n))
+    assert s.keystream(9, n).tobytes() == ref                       # long path (CTR context)
+    for m in (0, 1, 15, 16, 17, CounterStream.SMALL):
+        assert s.keystream(9, m).tobytes() == ref[:m]                # short path (hand-made CTR)
+    assert s.keystream(10, 64).tobytes() != ref[:64]

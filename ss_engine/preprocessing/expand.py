@@ -1,7 +1,8 @@
 """The one expander of seed-compressed material, shared by both parties and the dealer.
 
-Item ``seq`` of party ``p`` is expanded from ``PRG(derive_seed(key_p, "item", seq))``:
-random fields first, in declared order, then (party 0 only) the corrected fields.  The
+Item ``seq`` of party ``p`` is expanded from AES-CTR stream ``seq`` under ``key_p``
+(``CounterStream``): random fields first, in declared order, then (party 0 only) the
+corrected fields.  The
 dealer, holding both keys, re-expands both streams, reconstructs the secrets and computes
 party 1's corrections.  Because the dealer can regenerate any item from (keys, seq, spec) it
 keeps no state that a crash could lose.
@@ -13,28 +14,24 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..prg import PRG, SEED_BYTES, derive_seed
-from .specs import RING, WORDS, Field, ItemRef, MaterialSpec
+from ..prg import SEED_BYTES, CounterStream
+from .specs import RING, Field, ItemRef, MaterialSpec
 
-__all__ = ["item_prg", "expand_field", "expand_own", "DealerCore", "combine_field"]
-
-
-def item_prg(key: bytes, seq: int) -> PRG:
-    return PRG(derive_seed(key, "item", int(seq)))
+__all__ = ["expand_own", "DealerCore", "combine_field"]
 
 
-def expand_field(prg: PRG, field: Field) -> np.ndarray:
-    if field.kind == RING:
-        return prg.random_int64(field.shape)
-    return prg.random_uint64(field.shape)
-
-
-def expand_own(key: bytes, rank: int, seq: int, spec: MaterialSpec) -> dict[str, np.ndarray]:
+def expand_own(stream: CounterStream, rank: int, seq: int, spec: MaterialSpec) -> dict[str, np.ndarray]:
     """Everything party ``rank`` derives from its own seed for item ``seq``."""
-    prg = item_prg(key, seq)
-    out = {f.name: expand_field(prg, f) for f in spec.random_fields()}
+    fields: tuple[Field, ...] = spec.random_fields()
     if rank == 0:
-        out.update({f.name: expand_field(prg, f) for f in spec.corrected_fields()})
+        fields = fields + spec.corrected_fields()
+    sizes = [int(np.prod(f.shape, dtype=np.int64)) for f in fields]
+    raw = stream.keystream(int(seq), 8 * sum(sizes)).view(np.int64)
+    out, pos = {}, 0
+    for f, n in zip(fields, sizes):
+        a = raw[pos:pos + n].reshape(f.shape)
+        out[f.name] = a if f.kind == RING else a.view(np.uint64)
+        pos += n
     return out
 
 
@@ -55,7 +52,7 @@ class DealerCore:
     def __init__(self, key0: bytes, key1: bytes, cache_items: int = 512):
         if len(key0) != SEED_BYTES or len(key1) != SEED_BYTES:
             raise ValueError("dealer keys must be 16 bytes each")
-        self._keys = (bytes(key0), bytes(key1))
+        self._streams = (CounterStream(key0), CounterStream(key1))
         self._cache: OrderedDict[int, tuple[MaterialSpec, dict]] = OrderedDict()
         self._cache_items = cache_items
         self._lock = threading.Lock()
@@ -67,8 +64,8 @@ class DealerCore:
             if hit is not None and hit[0] == spec:
                 self._cache.move_to_end(seq)
                 return hit[1]
-        own0 = expand_own(self._keys[0], 0, seq, spec)
-        own1 = expand_own(self._keys[1], 1, seq, spec)
+        own0 = expand_own(self._streams[0], 0, seq, spec)
+        own1 = expand_own(self._streams[1], 1, seq, spec)
         values = {f.name: combine_field(f.kind, own0[f.name], own1[f.name]) for f in spec.random_fields()}
         values.update(spec.compute(values, self.resolve))
         result = (values, own0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..prg import CounterStream
 from .expand import DealerCore, expand_own
 from .specs import (AndSpec, BitSpec, CmpSpec, ItemRef, MaskSpec, MaterialSpec, ProductSpec,
                     TruncSpec)
@@ -104,14 +105,14 @@ class SeededSource(CorrelatedSource):
             raise ValueError("rank must be 0 or 1")
         if rank == 1 and link is None:
             raise ValueError("party 1 needs a link to the dealer")
-        self.rank, self._key, self._link = rank, bytes(key), link
+        self.rank, self._stream, self._link = rank, CounterStream(key), link
         self.next_seq = int(start_seq)
         self.stats = SourceStats()
 
     def fetch(self, spec: MaterialSpec) -> Material:
         seq = self.next_seq
         self.next_seq += 1
-        fields = expand_own(self._key, self.rank, seq, spec)
+        fields = expand_own(self._stream, self.rank, seq, spec)
         if self.rank == 1 and spec.corrected_fields():
             t0 = time.perf_counter()
             corr = self._link.corrections(seq, spec)
