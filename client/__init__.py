@@ -1,0 +1,1 @@
+"""The data owner / trainer: shares data and models, talks to the servers, reconstructs."""

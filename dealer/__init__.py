@@ -1,0 +1,1 @@
+"""The dealer (crypto provider) process: ``python -m dealer --config FILE``."""

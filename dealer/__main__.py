@@ -1,0 +1,36 @@
+"""``python -m dealer --config FILE``: run the crypto provider until SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from ss_engine.deploy.config import load_config
+from ss_engine.deploy.launch import READY_MARK
+
+from .service import DealerService
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dealer", description=__doc__)
+    ap.add_argument("--config", required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s dealer %(levelname)s %(message)s")
+    cfg = load_config(args.config)
+    svc = DealerService(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"{READY_MARK} dealer {cfg.dealer.endpoint}", flush=True)
+    try:
+        svc.serve(stop)
+    finally:
+        svc.close()
+        print(f"dealer stopped ({svc.handled} requests, {svc.errors} refused)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""ZeroMQ transport: CurveZMQ contexts, the party<->party channel, and a request client.
+
+Every socket is CurveZMQ-encrypted and authenticated.  A *server* socket (the side that
+binds) names a ZAP domain; :class:`CurveContext` runs pyzmq's ``ThreadAuthenticator`` and
+accepts a client only if its public key is on that domain's allow-list, so an unknown key
+never completes the handshake and receives nothing.  Messages use :mod:`.wire` frames.
+
+:class:`ZmqPeerChannel` is the network twin of ``InMemoryChannel``: party 0 binds a ROUTER,
+party 1 connects a DEALER (the ROUTER side always knows which connection is the session's
+peer, and a send to a vanished peer fails at once; PAIR sockets do not reconnect reliably
+over TCP).  A session handshake (HELLO tokens, repeated until both sides have seen each
+other's) makes every new channel a fresh session; a HELLO with a new token
+while a session runs means the peer restarted, and raises ``ChannelClosed`` at once instead
+of waiting for the timeout.  Every wait is bounded and ends in ``ChannelTimeout`` with the
+endpoint in the message.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from .channel import Channel, ChannelClosed, ChannelTimeout
+from .keys import KeyPair
+from .wire import DEFAULT_CAPS, WireCaps, WireError, decode_message, encode_message
+
+__all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id", "bind_retrying"]
+
+_POLL_SLICE_MS = 100
+_HELLO_EVERY = 0.2
+
+
+class CurveContext:
+    """A zmq context whose server sockets authenticate clients by CurveZMQ public key."""
+
+    def __init__(self, own: KeyPair):
+        self.own = own
+        self.ctx = zmq.Context()
+        self._allow: dict[str, frozenset] = {}
+        self._lock = threading.Lock()
+        self._auth = ThreadAuthenticator(self.ctx)
+        self._auth.start()
+
+    # ThreadAuthenticator calls this (from its thread) for every CURVE handshake.
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._allow.get(domain, frozenset())
+
+    def allow(self, domain: str, public_keys) -> None:
+        """Replace ``domain``'s allow-list with these Z85 public keys."""
+        with self._lock:
+            self._allow[domain] = frozenset(bytes(k) for k in public_keys)
+            self._auth.configure_curve_callback(domain, self)
+
+    def server_socket(self, kind: int, domain: str) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.curve_server = True
+        s.curve_publickey, s.curve_secretkey = self.own.public, self.own.secret
+        s.zap_domain = domain.encode()
+        _common(s)
+        return s
+
+    def client_socket(self, kind: int, server_public: bytes) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.curve_serverkey = server_public
+        s.curve_publickey, s.curve_secretkey = self.own.public, self.own.secret
+        _common(s)
+        return s
+
+    def close(self) -> None:
+        try:
+            self._auth.stop()
+        finally:
+            self.ctx.destroy(linger=0)
+
+
+def _common(s: zmq.Socket) -> None:
+    s.linger = 0
+    s.reconnect_ivl = 100
+    s.reconnect_ivl_max = 1000
+    # No ZMTP heartbeats: with libzmq 4.3.x they can abort the process
+    # ("Assertion failed: !_io_error", zeromq/libzmq#4364); every wait here is bounded anyway.
+
+
+def bind_retrying(sock: zmq.Socket, endpoint: str, wait: float = 5.0) -> None:
+    """Bind, retrying while a just-closed socket of ours still holds the port (zmq closes
+    sockets asynchronously)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                sock.close(linger=0)
+                raise OSError(f"cannot bind {endpoint}: {exc}") from None
+            time.sleep(0.05)
+
+
+def user_id(frame: zmq.Frame) -> bytes:
+    """The authenticated Z85 public key a message arrived with (set by the ZAP handler)."""
+    try:
+        return frame.get("User-Id").encode()
+    except (zmq.ZMQError, AttributeError):
+        return b""
+
+
+class ZmqPeerChannel(Channel):
+    """Counted, encrypted channel to the other party.
+
+    rank 0 binds ``endpoint`` and accepts only ``peer_public``; rank 1 connects to it.
+    Call :meth:`open` (the session handshake) before the first round.
+    """
+
+    def __init__(self, curve: CurveContext, rank: int, endpoint: str, peer_public: bytes, *,
+                 timeout: float = 60.0, caps: WireCaps = DEFAULT_CAPS, domain: str = "peer"):
+        super().__init__()
+        if rank not in (0, 1):
+            raise ValueError("rank must be 0 or 1")
+        self.rank, self.endpoint, self.timeout, self.caps = rank, endpoint, float(timeout), caps
+        self.token = os.urandom(8).hex()
+        self.peer_token: str | None = None
+        self.peer_meta: dict = {}
+        self.wire_bytes_sent = self.wire_bytes_received = 0
+        self._out_seq = self._in_seq = 0
+        self._closed = False
+        self._peer_ident: bytes | None = None   # rank 0: the ROUTER id of the session's peer
+        self._last_ident: bytes | None = None
+        if rank == 0:
+            curve.allow(domain, [peer_public])
+            self.sock = curve.server_socket(zmq.ROUTER, domain)
+            self.sock.router_mandatory = True     # a vanished peer fails the send at once
+            bind_retrying(self.sock, endpoint)
+        else:
+            self.sock = curve.client_socket(zmq.DEALER, peer_public)
+            self.sock.connect(endpoint)
+        self.sock.sndtimeo = int(self.timeout * 1000)
+
+    # -- session --------------------------------------------------------------------------
+    def open(self, meta: dict | None = None, timeout: float | None = None) -> dict:
+        """Handshake a fresh session; returns the peer's ``meta`` (e.g. its checkpoints)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else float(timeout))
+        meta = dict(meta or {})
+        seen_me = False
+        last_hello = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last_hello >= _HELLO_EVERY:
+                self._raw_send({"type": "hello", "s": self.token, "seen": self.peer_token or "",
+                                "meta": meta}, handshake=True)
+                last_hello = now
+                if seen_me and self.peer_token:
+                    return self.peer_meta
+            if now > deadline:
+                raise ChannelTimeout(f"party {self.rank}: no session with the peer at {self.endpoint} "
+                                     f"within {self.timeout:.0f} s (is it running, are the keys right?)")
+            if not self.sock.poll(min(_POLL_SLICE_MS, int(1000 * _HELLO_EVERY))):
+                continue
+            h, _ = self._raw_recv()
+            if h["type"] == "hello":
+                tok = h.get("s")
+                if not isinstance(tok, str) or not isinstance(h.get("meta", {}), dict):
+                    continue
+                if tok != self.peer_token:
+                    self.peer_token, seen_me = tok, False
+                    self.peer_meta = h.get("meta", {})
+                    last_hello = 0.0  # answer at once
+                self._peer_ident = self._last_ident
+                if h.get("seen") == self.token:
+                    seen_me = True
+                    if self.peer_token:  # send one HELLO that names the peer, then go
+                        self._raw_send({"type": "hello", "s": self.token, "seen": self.peer_token,
+                                        "meta": meta}, handshake=True)
+                        return self.peer_meta
+            elif h["type"] == "data" and h.get("s") == self.peer_token:
+                raise ChannelClosed("peer sent data before the handshake finished")
+            # anything else (stale data of an earlier session, bye) is ignored here
+
+    # -- transport hooks ------------------------------------------------------------------
+    def _raw_send(self, header: dict, arrays=(), *, handshake: bool = False) -> None:
+        if self._closed:
+            raise ChannelClosed("channel is closed")
+        frames = encode_message(header, arrays)
+        if self.rank == 0:
+            if self._peer_ident is None:
+                if handshake:
+                    return  # rank 0 answers the connecting peer's HELLO
+                raise ChannelClosed("no peer in this session")
+            frames = [self._peer_ident, *frames]
+        try:
+            tracker = self.sock.send_multipart(frames, copy=False, track=True,
+                                               flags=zmq.NOBLOCK if handshake else 0)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                if handshake:
+                    return
+                raise ChannelClosed(f"party {self.rank}: the peer disconnected") from None
+            if exc.errno != zmq.EAGAIN:
+                raise ChannelClosed(f"send to {self.endpoint} failed: {exc}") from None
+            if handshake:
+                return  # no peer connected yet; the HELLO is repeated
+            raise ChannelTimeout(f"party {self.rank}: the peer at {self.endpoint} took no message "
+                                 f"within {self.timeout:.0f} s") from None
+        self.wire_bytes_sent += sum(memoryview(f).nbytes for f in frames)
+        if tracker is not None and not tracker.done:
+            # The caller may reuse its arrays after we return: wait until zmq let go of them.
+            try:
+                tracker.wait(self.timeout)
+            except zmq.NotDone:
+                raise ChannelTimeout(f"peer at {self.endpoint} did not take a message "
+                                     f"within {self.timeout:.0f} s") from None
+
+    def _raw_recv(self) -> tuple[dict, list[np.ndarray]]:
+        frames = self.sock.recv_multipart(copy=False)
+        if self.rank == 0:
+            self._last_ident, frames = frames[0].bytes, frames[1:]
+        self.wire_bytes_received += sum(len(f) for f in frames)
+        try:
+            return decode_message(frames, self.caps)
+        except WireError as exc:
+            raise ChannelClosed(f"malformed message from the peer: {exc}") from None
+
+    def _send(self, arrays: list[np.ndarray]) -> None:
+        if self.peer_token is None:
+            raise ChannelClosed("call open() before the first round")
+        self._raw_send({"type": "data", "s": self.token, "n": self._out_seq}, arrays)
+        self._out_seq += 1
+
+    def _recv(self) -> list[np.ndarray]:
+        if self._closed:
+            raise ChannelClosed("channel is closed")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ChannelTimeout(f"party {self.rank}: no message from the peer at {self.endpoint} "
+                                     f"within {self.timeout:.0f} s")
+            if not self.sock.poll(int(min(left * 1000, _POLL_SLICE_MS)) + 1):
+                continue
+            h, arrays = self._raw_recv()
+            t, tok = h["type"], h.get("s")
+            if t == "hello" and tok == self.peer_token:
+                continue  # a late copy of the handshake
+            if t == "hello":
+                raise ChannelClosed("the peer restarted (new session); the run must resume")
+            if t == "bye":
+                raise ChannelClosed(f"the peer closed the session: {str(h.get('reason', ''))[:200]}")
+            if t != "data" or tok != self.peer_token:
+                raise ChannelClosed(f"unexpected {t!r} message on the peer channel")
+            self._peer_ident = self._last_ident  # the peer may have reconnected
+            if h.get("n") != self._in_seq:
+                raise ChannelClosed(f"peer message {h.get('n')} out of order (expected {self._in_seq})")
+            self._in_seq += 1
+            return arrays
+
+    def close(self, reason: str = "") -> None:
+        if self._closed:
+            return
+        if self.peer_token is not None and (self.rank == 1 or self._peer_ident is not None):
+            try:
+                self.sock.linger = 200
+                head = [self._peer_ident] if self.rank == 0 else []
+                self.sock.send_multipart(head + encode_message(
+                    {"type": "bye", "s": self.token, "reason": reason[:200]}), flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        self._closed = True
+        self.sock.close()
+
+
+class RpcError(RuntimeError):
+    """The server answered a request with an error reply."""
+
+
+class RpcClient:
+    """Request/reply over a DEALER socket with per-request ids and a bounded wait."""
+
+    def __init__(self, curve: CurveContext, endpoint: str, server_public: bytes, *,
+                 timeout: float = 30.0, caps: WireCaps = DEFAULT_CAPS):
+        self.endpoint, self.timeout, self.caps = endpoint, float(timeout), caps
+        self._curve, self._server_public = curve, server_public
+        self.sock = self._connect()
+        self._rid = 0
+        self.bytes_sent = self.bytes_received = 0
+
+    def _connect(self) -> zmq.Socket:
+        sock = self._curve.client_socket(zmq.DEALER, self._server_public)
+        sock.connect(self.endpoint)
+        return sock
+
+    def request(self, header: dict, arrays=(), timeout: float | None = None
+                ) -> tuple[dict, list[np.ndarray]]:
+        self._rid += 1
+        rid = self._rid
+        frames = encode_message({**header, "rid": rid}, arrays)
+        self.sock.send_multipart(frames, copy=False)
+        self.bytes_sent += sum(memoryview(f).nbytes for f in frames)
+        wait = self.timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(max(1, int(left * 1000))):
+                # start the next request on a fresh connection (the server may have restarted)
+                self.sock.close(linger=0)
+                self.sock = self._connect()
+                raise ChannelTimeout(f"no reply from {self.endpoint} within {wait:.0f} s to "
+                                     f"{header.get('type')!r} (server down, or our key not authorised)")
+            got = self.sock.recv_multipart(copy=False)
+            self.bytes_received += sum(len(f) for f in got)
+            h, arrays = decode_message(got, self.caps)
+            if h.get("rid") != rid:
+                continue  # a late reply to a request that already timed out
+            if h["type"] == "error":
+                raise RpcError(f"{self.endpoint}: {h.get('message', 'error')}")
+            return h, arrays
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

@@ -1,0 +1,138 @@
+"""The dealer service over CurveZMQ, in-process first (STYLE rule 11), then as a process."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from dealer.service import DealerService
+from ss_engine.comm import ChannelClosed, memory_channel_pair
+from ss_engine.comm.dealer_link import RemoteDealerLink, shift_spec
+from ss_engine.comm.keys import load_keypair, load_public_key, public_path
+from ss_engine.comm.zmq_channel import CurveContext
+from ss_engine.config import EngineConfig
+from ss_engine.deploy.config import local_config
+from ss_engine.deploy.launch import ensure_keys
+from ss_engine.encoding import encode
+from ss_engine.nn.models import init_params
+from ss_engine.owner import share_arrays
+from ss_engine.party import PartyContext
+from ss_engine.preprocessing import ItemRef, MaskSpec, ProductSpec, SeededSource
+from ss_engine.prg import derive_seed
+from ss_engine.simulate import LocalRuntime
+from ss_engine.training import PartyState, TrainJob, train_party
+
+SEED = b"dealer-test-seed"
+
+
+@pytest.fixture
+def dealer(tmp_path):
+    cfg = local_config(tmp_path, dealer_allow_test_seed=True)
+    ensure_keys(cfg)
+    svc = DealerService(cfg)
+    stop = threading.Event()
+    th = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
+    th.start()
+    curves = []
+
+    def link(rank, job):
+        kd = cfg.path(cfg.keys_dir)
+        curve = CurveContext(load_keypair(kd, cfg.servers[rank].key))
+        curves.append(curve)
+        return RemoteDealerLink(curve, cfg.dealer.connect, load_public_key(public_path(kd, "dealer")),
+                                job, timeout=10)
+    try:
+        yield cfg, svc, link
+    finally:
+        stop.set()
+        th.join(5)
+        svc.close()
+        for c in curves:
+            c.close()
+
+
+def test_shift_spec_moves_only_refs_inside_the_step():
+    m_in, m_out = MaskSpec((2, 3)), MaskSpec((3, 4))
+    p = ProductSpec("matmul", ItemRef(12, m_in, "a"), ItemRef(3, m_out, "a"), (2, 4))
+    q = shift_spec(p, 100, since=10)
+    assert q.left.seq == 112 and q.right.seq == 3 and q.out_shape == (2, 4)
+    assert shift_spec(m_in, 5, 0) is m_in
+
+
+def _data(rt, n=64):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 1 << 16, size=(n, 784))
+    y = np.zeros((n, 10), np.int64)
+    y[np.arange(n), rng.integers(0, 10, n)] = 1 << 16
+    init = init_params("network-a", 0)
+    p0, p1 = share_arrays({k: encode(v, 16) for k, v in init.items()}, rt._input_prg)
+    return p0, p1, rt.share_ring(x), rt.share_ring(y)
+
+
+def test_remote_dealer_equals_in_process_bit_for_bit(dealer):
+    cfg, svc, link = dealer
+    job = TrainJob(batch_size=16, epochs=1)
+    # reference: the local runtime with the same seed
+    rt = LocalRuntime(seed=SEED)
+    p0, p1, (x0, x1), (y0, y1) = _data(rt)
+    ref = [PartyState(dict(p0)), PartyState(dict(p1))]
+    rt.run(train_party, (x0, y0, job, ref[0], None), (x1, y1, job, ref[1], None))
+    # same shares, parties' sources fed by the dealer service
+    l0, l1 = link(0, "jobA"), link(1, "jobA")
+    k0, k1 = l0.open(SEED), l1.open(SEED)
+    assert (k0, k1) == (derive_seed(SEED, "party0"), derive_seed(SEED, "party1"))  # LocalRuntime's
+    ch0, ch1 = memory_channel_pair(30)
+    ctx = [PartyContext(0, ch0, SeededSource(0, k0, None), EngineConfig()),
+           PartyContext(1, ch1, SeededSource(1, k1, l1), EngineConfig())]
+    st = [PartyState(dict(p0)), PartyState(dict(p1))]
+    l1.begin(0)
+
+    def on_step(step, epoch, state, py):
+        if state is st[1]:
+            l1.step_done(ctx[1].source.next_seq)
+    errs = []
+
+    def run(r, x, y):
+        try:
+            train_party(ctx[r], x, y, job, st[r], on_step)
+        except BaseException as e:  # noqa: BLE001
+            errs.append(e)
+            ctx[r].channel.close()
+    ts = [threading.Thread(target=run, args=a) for a in ((0, x0, y0), (1, x1, y1))]
+    [t.start() for t in ts]
+    [t.join(120) for t in ts]
+    assert not errs, errs
+    for a, b in zip(st, ref):
+        assert a.step == b.step == 4
+        for k in a.params:
+            assert np.array_equal(a.params[k], b.params[k])
+    s = l1.stats.as_dict()
+    # steps 3 and 4 are served from what the dealer pushed ahead of time
+    assert s["pushed_hits"] > 0 and s["schedules"] >= 1, s
+    assert s["requests"] < 2.5 * s["pushed_hits"] + 200
+    l0.close()
+    l1.close()
+
+
+def test_dealer_refuses_bad_requests_and_keeps_serving(dealer):
+    cfg, svc, link = dealer
+    l0, l1 = link(0, "jobB"), link(1, "jobB")
+    with pytest.raises(ChannelClosed, match="party 0 receives no corrections"):
+        l0.open(None)
+        l0._request({"type": "get", "seq": 1, "spec": MaskSpec((2,)).to_wire()})
+    with pytest.raises(ChannelClosed, match="bad material spec"):
+        l1.open(None)
+        l1._request({"type": "get", "seq": 1, "spec": {"kind": "cmp", "n": 10**12, "bits": 64}})
+    with pytest.raises(ChannelClosed, match="bad material spec"):
+        l1._request({"type": "get", "seq": 1, "spec": {"kind": "nope"}})
+    with pytest.raises(ChannelClosed, match="unknown job"):
+        RemoteDealerLink.corrections(link(1, "never-opened"), 3, MaskSpec((2,)))
+    with pytest.raises(ChannelClosed, match="test seeds"):
+        svc.cfg = type(svc.cfg)(**{**svc.cfg.__dict__, "dealer": type(svc.cfg.dealer)(
+            **{**svc.cfg.dealer.__dict__, "allow_test_seed": False})})
+        link(0, "jobC").open(SEED)
+    # still serving, and each party gets its own key only
+    a, b = link(0, "jobD").open(), link(1, "jobD").open()
+    assert a != b and len(a) == len(b) == 16
+    assert (cfg.path(cfg.dealer.data_dir) / "jobs" / "jobD.keys").stat().st_mode & 0o777 == 0o600

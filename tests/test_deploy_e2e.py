@@ -1,0 +1,203 @@
+"""The three real processes on loopback: training, auth, validation, leakage, kill -9.
+
+One deployment serves the module (processes are always stopped in the fixture's finally);
+the kill-and-resume test starts its own.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from client.session import ClientSession
+from client.train import train_remote
+from ss_engine.comm import ChannelTimeout
+from ss_engine.comm.keys import ensure_keypair, load_public_key, public_path
+from ss_engine.comm.wire import encode_message
+from ss_engine.comm.zmq_channel import CurveContext, RpcClient, RpcError
+
+from .test_deploy_helpers import SEED, RawClient, local_reference, ring_sum, start
+
+N, BS = 192, 32  # 6 steps
+
+
+@pytest.fixture(scope="module")
+def dep(tmp_path_factory):
+    d = start(tmp_path_factory.mktemp("deploy"))
+    try:
+        yield d
+    finally:
+        d.stop()
+        assert not any(h.alive() for h in d.handles.values())
+
+
+@pytest.fixture(scope="module")
+def trained(dep):
+    r = train_remote(dep.config, dataset="mnist-small", train_limit=N, test_limit=200,
+                     batch_size=BS, epochs=1, secure_eval_limit=100, progress=False, loss_every=2,
+                     test_seed=SEED, timeout=120)
+    return r
+
+
+def test_train_through_three_processes_equals_local_runtime(dep, trained):
+    r = trained
+    with ClientSession(dep.config) as s:
+        r0, r1 = s.fetch(r["job"])
+    ref = local_reference(N, BS, loss_every=2)
+    got = ring_sum(r0, r1)
+    assert set(got) == set(ref)
+    for k in ref:
+        assert np.array_equal(got[k], ref[k]), k  # bit for bit
+    assert r["test_accuracy"] > 0.3 and r["secure_inference_accuracy"] > 0.3
+    assert r["steps"] == N // BS and len(r["losses"]) == N // BS // 2
+    assert all(np.isfinite(v) for _, v in r["losses"])
+    assert r["bytes_per_step"] > 0 and r["dealer_link"]["pushed_hits"] > 0
+
+
+def test_unauthorised_client_refused_and_learns_nothing(dep, trained):
+    keys = dep.config.path(dep.config.keys_dir)
+    curve = CurveContext(ensure_keypair(keys, "intruder"))
+    try:
+        for ep, key in ((dep.config.servers[0].client, "server0"), (dep.config.servers[1].client, "server1"),
+                        (dep.config.dealer.connect, "dealer")):
+            rpc = RpcClient(curve, ep, load_public_key(public_path(keys, key)), timeout=1.5)
+            with pytest.raises(ChannelTimeout):
+                rpc.request({"type": "status", "job": trained["job"]})
+            assert rpc.bytes_received == 0
+            rpc.close()
+    finally:
+        curve.close()
+    # another authorised client cannot read someone else's job
+    with ClientSession(dep.config, "fuzzer") as s:
+        with pytest.raises(RpcError, match="belongs to another client"):
+            s.fetch(trained["job"])
+
+
+def _frames(h: dict, arrays=()) -> list:
+    return [bytes(f) if isinstance(f, bytes) else f.tobytes() for f in encode_message(h, arrays)]
+
+
+@pytest.mark.parametrize("frames, needle", [
+    ([b"\x00garbage"], "not valid msgpack"),
+    ([msgpack.packb({"v": 99, "type": "ping", "job": "", "arrays": [], "rid": 1})], "protocol version 99"),
+    (_frames({"type": "upload", "job": "j1", "rid": 2, "name": "../../etc/passwd", "offset": 0,
+              "rows": 1, "row_shape": [1]}, [np.zeros((1, 1), np.int64)]), "invalid value"),
+    (_frames({"type": "upload", "job": "j1", "rid": 3, "name": "data/a/x", "offset": 0,
+              "rows": 1, "row_shape": [784]}, [np.zeros((1, 783), np.int64)]), "expected (None, 784)"),
+    (_frames({"type": "upload", "job": "j1", "rid": 4, "name": "data/a/x", "offset": 5,
+              "rows": 10, "row_shape": [784]}, [np.zeros((1, 784), np.int64)]), "start at row 0"),
+    (_frames({"type": "upload", "job": "j1", "rid": 5, "name": "data/a/x", "offset": 0,
+              "rows": 10**12, "row_shape": [784]}, [np.zeros((1, 784), np.int64)]), "rows"),
+    (_frames({"type": "submit", "job": "j1", "rid": 6, "kind": "train", "train": {"lr": -1},
+              "frac_bits": 16, "parts": ["a"], "model_job": ""}), "invalid training settings"),
+    (_frames({"type": "submit", "job": "nojob", "rid": 7, "kind": "train", "train": {},
+              "frac_bits": 16, "parts": ["a"], "model_job": ""}), "upload its inputs first"),
+    (_frames({"type": "status", "job": "nojob", "rid": 8}), "unknown job"),
+    (_frames({"type": "launch_missiles", "job": "x", "rid": 9}), "unknown message type"),
+    (_frames({"type": "ping", "rid": 10}, [np.zeros(3, np.float64).view(np.int64)])[:1], "describes 1 arrays"),
+])
+def test_malformed_messages_get_clear_errors_and_server_keeps_serving(dep, frames, needle):
+    c = RawClient(dep, "fuzzer")
+    try:
+        reply = c.send(frames)
+        assert reply is not None, "no answer (hang)"
+        h, _ = reply
+        assert h["type"] == "error" and needle in h["message"], h
+        h, _ = c.send(_frames({"type": "ping", "rid": 77}))
+        assert h["type"] == "pong" and h["rid"] == 77
+    finally:
+        c.close()
+
+
+def test_stored_files_and_received_messages_independent_of_plaintext(dep, tmp_path):
+    """Upload an all-zero and a real image set: what a server stores is uniform either way."""
+    from ss_engine.local_train import load_preprocessed
+    from ss_engine.owner import encode_images
+    from ss_engine.prg import PRG
+    from ss_engine.sharing import share
+    xtr = load_preprocessed("mnist-small", 256, 10)[0]
+    sets = {"zero": np.zeros_like(xtr), "real": xtr}
+    prg = PRG.from_os_random()
+    with ClientSession(dep.config, "fuzzer") as s:
+        for name, x in sets.items():
+            enc = encode_images(x, dep_fixed())
+            s0, s1 = share(enc, prg)
+            s.upload(f"leak-{name}", "data/p/x", s0, s1)
+    for rank in (0, 1):
+        root = dep.config.path(dep.config.servers[rank].data_dir) / "jobs"
+        stored = {k: np.fromfile(root / f"leak-{k}" / "t" / "data__p__x.bin", dtype=np.int64)
+                  for k in sets}
+        plain = encode_images(xtr, dep_fixed()).ravel()
+        for k, v in stored.items():
+            bits = np.unpackbits(v.view(np.uint8)).mean()
+            assert abs(bits - 0.5) < 0.002, (rank, k, bits)  # 12.8 M bits: 5 sigma ~ 0.0007
+            assert not np.any(v == plain) or np.mean(v == plain) < 1e-4
+            corr = np.corrcoef(v.astype(np.float64), plain.astype(np.float64))[0, 1]
+            assert abs(corr) < 0.01, (rank, k, corr)
+        # the two stores are indistinguishable: same bit balance, byte histograms agree
+        h = [np.bincount(stored[k].view(np.uint8), minlength=256) / stored[k].nbytes for k in sets]
+        assert np.abs(h[0] - h[1]).max() < 0.001
+
+
+def dep_fixed():
+    from ss_engine.config import FixedPointConfig
+    return FixedPointConfig(frac_bits=16)
+
+
+def test_kill_minus_9_each_process_and_resume_bit_exact(tmp_path):
+    """Kill -9 server 1, then the dealer, then server 0 mid-training; the job resumes from
+    the last common checkpoint each time and ends with the uninterrupted run's model."""
+    n, bs = 384, 32  # 12 steps, checkpoints every 3
+    d = start(tmp_path)
+    try:
+        out, errs = {}, []
+
+        def run():
+            try:
+                out["r"] = train_remote(d.config, dataset="mnist-small", train_limit=n, test_limit=50,
+                                        batch_size=bs, secure_eval_limit=0, progress=False,
+                                        test_seed=SEED, job="killjob", timeout=150)
+            except BaseException as exc:  # noqa: BLE001
+                errs.append(exc)
+        th = threading.Thread(target=run)
+        th.start()
+        seen = []
+        with ClientSession(d.config, timeout=10) as s:
+            def wait_step(k):
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    try:
+                        st = s.status("killjob", timeout=2)
+                        seen.append((st[0][0]["state"], st[0][0]["message"], st[1][0]["state"]))
+                        if st[0][0]["step"] >= k and st[0][0]["state"] == "running":
+                            return
+                    except (RpcError, ChannelTimeout):
+                        pass
+                    time.sleep(0.1)
+                raise AssertionError(f"step {k} not reached: {seen[-3:]}")
+            for victim, at in (("server1", 3), ("dealer", 6), ("server0", 9)):
+                wait_step(at)
+                d.handles[victim].kill9()
+                time.sleep(0.3)
+                d.restart(victim)
+        th.join(150)
+        assert not th.is_alive()
+        assert not errs, errs
+        with ClientSession(d.config) as s:
+            r0, r1 = s.fetch("killjob")
+        ref = local_reference(n, bs)
+        got = ring_sum(r0, r1)
+        for k in ref:
+            assert np.array_equal(got[k], ref[k]), k
+        logs = {n: h.log.read_text() for n, h in d.handles.items()}
+        for n in ("server0", "server1"):  # started, then re-ran after each server kill
+            runs = [ln for ln in logs[n].splitlines() if "job killjob: " in ln]
+            assert len(runs) >= 3 and any("resuming from step" in ln for ln in runs), runs
+        assert all(logs[n].count("READY") == 2 for n in logs)  # each process was restarted once
+    finally:
+        d.stop()
+        assert not any(h.alive() for h in d.handles.values())
+

@@ -1,0 +1,210 @@
+"""ZmqPeerChannel and RpcClient over loopback: exact counts, CurveZMQ auth, bounded waits."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from ss_engine.comm import ChannelClosed, ChannelTimeout, memory_channel_pair
+from ss_engine.comm.keys import (KeyFileError, generate_keypair, keygen, load_keypair,
+                                 load_public_key, save_keypair)
+from ss_engine.comm.wire import decode_message, encode_message
+from ss_engine.comm.zmq_channel import CurveContext, RpcClient, ZmqPeerChannel, user_id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pair():
+    k0, k1 = generate_keypair(), generate_keypair()
+    c0, c1 = CurveContext(k0), CurveContext(k1)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    chans = []
+
+    def make(timeout=10.0, peer1=None):
+        a = ZmqPeerChannel(c0, 0, ep, k1.public, timeout=timeout)
+        b = ZmqPeerChannel(c1, 1, ep, (peer1 or k0).public, timeout=timeout)
+        chans.extend([a, b])
+        return a, b
+    try:
+        yield make, (k0, k1), (c0, c1), ep
+    finally:
+        for ch in chans:
+            ch.close()
+        c0.close()
+        c1.close()
+
+
+def _run_both(f0, f1):
+    out, errs = [None, None], []
+
+    def run(i, f):
+        try:
+            out[i] = f()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errs.append(exc)
+    ts = [threading.Thread(target=run, args=(i, f)) for i, f in enumerate((f0, f1))]
+    [t.start() for t in ts]
+    [t.join(60) for t in ts]
+    assert not any(t.is_alive() for t in ts), "a party hung"
+    if errs:
+        raise errs[0]
+    return out
+
+
+def _protocol(ch, rank):
+    """A little SPMD script touching every counted call."""
+    rng = np.random.default_rng(rank)
+    got = []
+    for n in (0, 1, 1000, 200_000):
+        mine = rng.integers(-2**63, 2**63 - 1, size=n, dtype=np.int64)
+        theirs = ch.exchange([mine, mine[:3].astype(np.uint8)], label="open")
+        got.append(theirs[0].copy())
+        if isinstance(ch, ZmqPeerChannel):
+            mine[:] = 0  # reusing a sent buffer must not corrupt what the peer got
+    if rank == 0:
+        ch.send_only([np.arange(5, dtype=np.uint64)], label="one-way")
+    else:
+        got.append(ch.recv_only(label="one-way")[0].copy())
+    return got
+
+
+def test_exchange_matches_memory_channel(pair):
+    make, *_ = pair
+    a, b = make()
+    _run_both(lambda: a.open({"r": 0}), lambda: b.open({"r": 1}))
+    assert a.peer_meta == {"r": 1} and b.peer_meta == {"r": 0}
+    g0, g1 = _run_both(lambda: _protocol(a, 0), lambda: _protocol(b, 1))
+    m0, m1 = memory_channel_pair(10)
+    r0, r1 = _run_both(lambda: _protocol(m0, 0), lambda: _protocol(m1, 1))
+    for x, y in zip(g0 + g1, r0 + r1):
+        assert np.array_equal(x, y)
+    for z, m in ((a, m0), (b, m1)):
+        assert z.stats.as_dict() | {"wait_seconds": 0} == m.stats.as_dict() | {"wait_seconds": 0}
+        assert z.stats.by_label == m.stats.by_label
+        assert z.wire_bytes_sent > z.stats.bytes_sent  # headers + encryption
+
+
+def test_unauthorised_key_learns_nothing(pair):
+    make, (k0, k1), (c0, c1), ep = pair
+    a = ZmqPeerChannel(c0, 0, ep, k1.public, timeout=1.5)
+    intruder = CurveContext(generate_keypair())
+    try:
+        b = ZmqPeerChannel(intruder, 1, ep, k0.public, timeout=1.5)
+        errs = []
+        _run_both(lambda: _expect_timeout(a, errs), lambda: _expect_timeout(b, errs))
+        assert len(errs) == 2 and all("within" in str(e) for e in errs)
+        assert b.wire_bytes_received == 0 and a.wire_bytes_received == 0
+        b.close()
+    finally:
+        a.close()
+        intruder.close()
+
+
+def _expect_timeout(ch, errs):
+    try:
+        ch.open()
+    except ChannelTimeout as exc:
+        errs.append(exc)
+
+
+def test_recv_timeout_is_clear_not_a_hang(pair):
+    make, *_ = pair
+    a, b = make(timeout=0.5)
+    _run_both(a.open, b.open)
+    t0 = time.monotonic()
+    with pytest.raises(ChannelTimeout, match="no message from the peer"):
+        a.recv_only()
+    assert time.monotonic() - t0 < 3
+
+
+def test_peer_close_and_restart_detected(pair):
+    make, (k0, k1), (c0, c1), ep = pair
+    a, b = make(timeout=20)
+    _run_both(a.open, b.open)
+    b.close("test over")
+    with pytest.raises(ChannelClosed, match="test over"):
+        a.recv_only()
+    a.close()
+    # a restarted peer (new session) is noticed at once, not after the timeout
+    a2, b2 = make(timeout=20)
+    _run_both(a2.open, b2.open)
+    b2.sock.close()  # crash without goodbye
+    b3 = ZmqPeerChannel(c1, 1, ep, k0.public, timeout=20)
+    t0 = time.monotonic()
+    th = threading.Thread(target=b3.open, args=(None, 12))
+    th.start()
+    with pytest.raises(ChannelClosed, match="restarted"):
+        a2.recv_only()
+    assert time.monotonic() - t0 < 12  # well before a2's 20 s timeout (usually < 0.5 s)
+    a2.close()
+    a3 = ZmqPeerChannel(c0, 0, ep, k1.public, timeout=12)
+    a3.open()  # the survivor's next session meets the restarted peer
+    th.join()
+    assert b3.peer_token == a3.token
+    a3.close()
+    b3.close()
+
+
+def test_rpc_client_and_user_id(tmp_path):
+    ks, kc, kx = generate_keypair(), generate_keypair(), generate_keypair()
+    cs, cc, cx = CurveContext(ks), CurveContext(kc), CurveContext(kx)
+    cs.allow("clients", [kc.public])
+    srv = cs.server_socket(zmq.ROUTER, "clients")
+    port = srv.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if srv.poll(50):
+                ident, *frames = srv.recv_multipart(copy=False)
+                h, arrays = decode_message(frames)
+                reply = {"type": "ok", "rid": h["rid"], "who": user_id(frames[0]).decode()}
+                srv.send_multipart([ident, *encode_message(reply, [arrays[0] * 2])])
+    th = threading.Thread(target=serve)
+    th.start()
+    try:
+        rc = RpcClient(cc, f"tcp://127.0.0.1:{port}", ks.public, timeout=5)
+        h, (x,) = rc.request({"type": "double"}, [np.arange(4, dtype=np.int64)])
+        assert h["who"] == kc.public.decode() and list(x) == [0, 2, 4, 6]
+        rx = RpcClient(cx, f"tcp://127.0.0.1:{port}", ks.public, timeout=1)
+        with pytest.raises(ChannelTimeout, match="not authorised"):
+            rx.request({"type": "double"}, [np.arange(4, dtype=np.int64)])
+        rc.close()
+        rx.close()
+    finally:
+        stop.set()
+        th.join()
+        srv.close()
+        for c in (cs, cc, cx):
+            c.close()
+
+
+def test_key_files(tmp_path):
+    paths = keygen(tmp_path, ["server0", "client"])
+    pub, sec = paths["server0"]
+    assert os.stat(sec).st_mode & 0o777 == 0o600
+    kp = load_keypair(tmp_path, "server0")
+    assert load_public_key(pub) == kp.public and "secret" not in repr(kp).lower().replace("keypair", "")
+    assert keygen(tmp_path, ["server0"])["server0"] == paths["server0"]
+    assert load_keypair(tmp_path, "server0") == kp  # kept, not regenerated
+    os.chmod(sec, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_keypair(tmp_path, "server0")
+    with pytest.raises(KeyFileError, match="not found"):
+        load_keypair(tmp_path, "nobody")
+    save_keypair(generate_keypair(), tmp_path, "x")
+    (tmp_path / "x.key").write_text("garbage")
+    with pytest.raises(KeyFileError, match="Z85"):
+        load_keypair(tmp_path, "x")
+    with pytest.raises(KeyFileError, match="invalid key name"):
+        keygen(tmp_path, ["../evil"])
