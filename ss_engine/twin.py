@@ -79,10 +79,14 @@ def twin_step(name: str, params: dict[str, np.ndarray], x: np.ndarray, y: np.nda
 
 def train_twin(name: str, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
                job: TrainJob, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-               threads: int = 2) -> dict:
-    """Float32 training with the secure run's schedule; per-epoch test accuracy."""
+               threads: int | None = None) -> dict:
+    """Float32 training with the secure run's schedule; per-epoch test accuracy.
+
+    ``threads`` is left to torch unless given: on a loaded 2-core machine torch's spinning
+    pool can make 2 threads far slower than 1, so benchmarks choose it explicitly."""
     torch.manual_seed(0)
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     model = torch_model(name, params)
     opt = _optimizer(model, job)
     n = len(x)
