@@ -22,7 +22,6 @@ thread spends computing the dealer's corrections on demand.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -32,7 +31,7 @@ from ss_engine.nn.models import INPUT_SHAPES, build_model, init_params
 from ss_engine.training import PartyState, TrainJob, train_party
 
 from .common import (load_data, log, machine_info, make_runtime, shared_data, shared_params,
-                     step_loop, write_json)
+                     step_loop, write_json, section_main)
 from .profile_tools import FIELDS, LabelTimedChannel, Recorder, TimedSource, wrap_layers
 
 __all__ = ["breakdown", "beaver_bound", "product_table", "run"]
@@ -241,12 +240,7 @@ def run(quick: bool = False, out_dir: str = "benchmarks/out",
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out")
-    args = ap.parse_args(argv)
-    run(args.quick, args.out)
-    return 0
+    return section_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

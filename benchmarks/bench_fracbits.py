@@ -10,12 +10,11 @@ batches.  Full MNIST (60,000 / 10,000) by default; ``--quick`` uses a 2,048-imag
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from ss_engine.local_train import run_local_training
 
-from .common import log, machine_info, write_json
+from .common import log, machine_info, write_json, section_main
 
 __all__ = ["accuracy_at", "run", "FRAC_BITS"]
 
@@ -81,12 +80,7 @@ def run(quick: bool = False, out_dir: str = "benchmarks/out", frac_bits=FRAC_BIT
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out")
-    args = ap.parse_args(argv)
-    run(args.quick, args.out)
-    return 0
+    return section_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

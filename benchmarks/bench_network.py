@@ -17,13 +17,12 @@ request/response protocol would pay) is printed as the pessimistic bound.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from ss_engine.comm.netem import NetemConfig
 
 from .bench_train import secure_training
-from .common import load_data, log, machine_info, write_json
+from .common import load_data, log, machine_info, write_json, section_main
 
 __all__ = ["network_sweep", "run", "RTTS_MS"]
 
@@ -97,12 +96,7 @@ def run(quick: bool = False, out_dir: str = "benchmarks/out", configs=(("network
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out")
-    args = ap.parse_args(argv)
-    run(args.quick, args.out)
-    return 0
+    return section_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ with the fitted exponent (time ~ size^k).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
 
 from .common import (build_mlp, load_data, log, machine_info, make_runtime, mlp_params, shared_data,
-                     shared_params, step_loop, summary_stats, write_json)
+                     shared_params, step_loop, summary_stats, write_json, section_main)
 
 __all__ = ["mlp_step_cost", "run", "BATCHES", "WIDTHS"]
 
@@ -129,12 +128,7 @@ def run(quick: bool = False, out_dir: str = "benchmarks/out", batches=BATCHES, w
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out")
-    args = ap.parse_args(argv)
-    run(args.quick, args.out)
-    return 0
+    return section_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ loaded machine torch's spinning OpenMP barrier makes 2 threads far slower, see
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -23,7 +22,7 @@ from ss_engine.nn.models import init_params
 from ss_engine.training import PartyState, TrainJob, predict_party, steps_per_epoch, train_party
 
 from .common import (Timer, load_data, log, machine_info, make_runtime, shared_data, shared_params,
-                     summary_stats, write_json)
+                     summary_stats, write_json, section_main)
 
 __all__ = ["secure_training", "plaintext_training", "plaintext_best", "secure_inference",
            "plaintext_inference",
@@ -218,12 +217,7 @@ def run(quick: bool = False, out_dir: str = "benchmarks/out", configs=CONFIGS,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/out")
-    args = ap.parse_args(argv)
-    run(args.quick, args.out)
-    return 0
+    return section_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -202,3 +202,14 @@ def _jsonable(o):
 def log(msg: str) -> None:
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
+
+
+def section_main(run: Callable, doc: str, argv=None) -> int:
+    """The command line every benchmark section shares: ``--quick`` and ``--out``."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="benchmarks/out")
+    args = ap.parse_args(argv)
+    run(args.quick, args.out)
+    return 0

@@ -16,8 +16,9 @@ import numpy as np
 
 from ss_engine.config import FixedPointConfig
 from ss_engine.deploy.config import DeployConfig, load_config
-from ss_engine.encoding import decode, encode
-from ss_engine.local_train import LossMonitor, Progress, TrainReport, load_preprocessed
+from ss_engine.encoding import encode
+from ss_engine.local_train import (LossMonitor, Progress, TrainReport, load_preprocessed,
+                                   plaintext_fields, secure_inference_fields)
 from ss_engine.nn.models import init_params
 from ss_engine.owner import (encode_images, encode_labels, reconstruct_params,
                              reconstruct_predictions, share_arrays)
@@ -170,24 +171,11 @@ def train_remote(config, *, dataset: str = "mnist", model: str = "network-a", ep
             t0 = time.perf_counter()
             pred = predict_remote(cfg, x_test[:n], model_job=job, model=model, frac_bits=frac_bits,
                                   session=s, prg=prg, timeout=timeout)
-            dt = time.perf_counter() - t0
-            import torch
-
-            from ss_engine.twin import _x, torch_model
-            with torch.no_grad():
-                plain = torch_model(model, params)(_x(model, x_test[:n])).argmax(1).numpy()
-            report.update({"secure_inference_samples": n,
-                           "secure_inference_accuracy": float((pred == yte[:n]).mean()),
-                           "secure_vs_plain_agreement": float((pred == plain).mean()),
-                           "secure_inference_seconds": dt,
-                           "secure_inference_samples_per_second": n / dt})
+            report.update(secure_inference_fields(model, params, x_test[:n], yte[:n], pred,
+                                                  time.perf_counter() - t0))
     if compare_plaintext:
-        from ss_engine.twin import train_twin
-        init_q = {k: decode(encode(v, fixed), fixed).astype(np.float32) for k, v in init.items()}
-        twin = train_twin(model, init_q, xtr, ytr, tj, x_test, yte)
-        report.update({"plaintext_test_accuracy": twin["epoch_test_accuracy"][-1],
-                       "plaintext_samples_per_second": twin["samples_per_second"],
-                       "slowdown_vs_plaintext": twin["samples_per_second"] / report["samples_per_second"]})
+        report.update(plaintext_fields(model, init, fixed, xtr, ytr, tj, x_test, yte,
+                                       report["samples_per_second"]))
     if export_path:
         export_state_dict(model, params, export_path)
     if json_out:

@@ -25,7 +25,8 @@ from .owner import encode_images, encode_labels, reconstruct_params, reconstruct
 from .simulate import LocalRuntime
 from .training import PartyState, TrainJob, predict_party, steps_per_epoch, train_party
 
-__all__ = ["TrainReport", "run_local_training", "LossMonitor", "Progress"]
+__all__ = ["TrainReport", "run_local_training", "LossMonitor", "Progress", "load_preprocessed",
+           "secure_inference_fields", "plaintext_fields", "plot_learning_curve"]
 
 
 class Progress:
@@ -202,27 +203,43 @@ def run_local_training(*, dataset: str = "mnist", model: str = "network-a", epoc
         h0, h1 = rt.run(predict_party, (model, states[0].params, xs0), (model, states[1].params, xs1))
         dt = time.perf_counter() - t0
         pred = reconstruct_predictions(h0, h1)
-        from .twin import torch_model, _x  # noqa: PLC0415
-        import torch
-        with torch.no_grad():
-            plain = torch_model(model, final)(_x(model, x_test[:n])).argmax(1).numpy()
-        report.update({"secure_inference_samples": n,
-                       "secure_inference_accuracy": float((pred == yte[:n]).mean()),
-                       "secure_vs_plain_agreement": float((pred == plain).mean()),
-                       "secure_inference_samples_per_second": n / dt})
+        report.update(secure_inference_fields(model, final, x_test[:n], yte[:n], pred, dt))
     if compare_plaintext:
-        from .twin import train_twin
-        init_q = {k: decode(encode(v, fixed), fixed).astype(np.float32) for k, v in init.items()}
-        twin = train_twin(model, init_q, xtr, ytr, job, x_test, yte)
-        report.update({"plaintext_test_accuracy": twin["epoch_test_accuracy"][-1],
-                       "plaintext_epoch_test_accuracy": twin["epoch_test_accuracy"],
-                       "plaintext_samples_per_second": twin["samples_per_second"],
-                       "slowdown_vs_plaintext": twin["samples_per_second"] / report["samples_per_second"]})
+        report.update(plaintext_fields(model, init, fixed, xtr, ytr, job, x_test, yte,
+                                       report["samples_per_second"]))
     if json_out:
         TrainReport(report).write(json_out)
     if plot_out:
         plot_learning_curve(report, plot_out)
     return report
+
+
+def secure_inference_fields(model: str, params: dict, x: np.ndarray, y: np.ndarray,
+                            pred: np.ndarray, seconds: float) -> dict:
+    """Report fields for secure predictions ``pred`` of ``x``, checked against the
+    reconstructed model run in plaintext."""
+    import torch
+
+    from .twin import _x, torch_model
+    with torch.no_grad():
+        plain = torch_model(model, params)(_x(model, x)).argmax(1).numpy()
+    return {"secure_inference_samples": int(len(x)),
+            "secure_inference_accuracy": float((pred == y).mean()),
+            "secure_vs_plain_agreement": float((pred == plain).mean()),
+            "secure_inference_seconds": seconds,
+            "secure_inference_samples_per_second": len(x) / seconds}
+
+
+def plaintext_fields(model: str, init: dict, fixed: FixedPointConfig, xtr, ytr, job: TrainJob,
+                     x_test, y_test, secure_samples_per_second: float) -> dict:
+    """Train the torch twin from the same (fixed-point rounded) start, batches and schedule."""
+    from .twin import train_twin
+    init_q = {k: decode(encode(v, fixed), fixed).astype(np.float32) for k, v in init.items()}
+    twin = train_twin(model, init_q, xtr, ytr, job, x_test, y_test)
+    return {"plaintext_test_accuracy": twin["epoch_test_accuracy"][-1],
+            "plaintext_epoch_test_accuracy": twin["epoch_test_accuracy"],
+            "plaintext_samples_per_second": twin["samples_per_second"],
+            "slowdown_vs_plaintext": twin["samples_per_second"] / secure_samples_per_second}
 
 
 def plot_learning_curve(report: dict, path: str) -> None:
