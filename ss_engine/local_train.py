@@ -113,7 +113,9 @@ def load_preprocessed(dataset: str, train_limit: int | None, test_limit: int | N
     data set's mean/std by default (what both the secure run and the twin see)."""
     xtr, ytr = load_dataset(dataset, "train", train_limit)
     xte, yte = load_dataset(dataset, "test", test_limit)
-    prep = lambda imgs: normalize(imgs, standardize, dataset).reshape(len(imgs), -1)  # noqa: E731
+    def prep(imgs):
+        return normalize(imgs, standardize, dataset).reshape(len(imgs), -1)
+
     return prep(xtr), np.asarray(ytr), prep(xte), np.asarray(yte)
 
 
