@@ -148,6 +148,7 @@ def step_loop(ctx, model: Sequential, x_share: np.ndarray, y_share: np.ndarray, 
             model.backward(grad)
         with phase("sgd"):
             opt.step(ctx, xb.shape[0], lr)
+        ctx.source.step_done()
         if on_step is not None:
             on_step(step)
     return model

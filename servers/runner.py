@@ -209,8 +209,6 @@ class JobRunner(threading.Thread):
             lv.step, lv.epoch = s + 1, epoch
             if py is not None:
                 lv.losses.append((s, np.asarray(py).copy()))
-            if self.rank == 1:
-                link.step_done(source.next_seq)
             if st.step % every == 0 or st.step % spe == 0:
                 self.store.save_checkpoint(rec.job, st)
             lv.channel = ch.stats.minus(stats0).as_dict()

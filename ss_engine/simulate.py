@@ -16,6 +16,7 @@ from .comm.memory import memory_channel_pair
 from .config import EngineConfig
 from .encoding import encode
 from .party import PartyContext
+from .preprocessing.ahead import AheadDealerLink
 from .preprocessing.expand import DealerCore
 from .preprocessing.source import InProcessDealerLink, SeededSource
 from .prg import PRG, SEED_BYTES, derive_seed
@@ -36,17 +37,19 @@ class LocalRuntime:
     """
 
     def __init__(self, config: EngineConfig | None = None, seed: bytes | None = None,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, ahead: bool = True):
         self.config = config or EngineConfig()
         if seed is None:
             k0, k1, kin = (os.urandom(SEED_BYTES) for _ in range(3))
         else:
             k0, k1, kin = (derive_seed(seed, lab) for lab in ("party0", "party1", "input"))
         self.dealer = DealerCore(k0, k1)
+        # party 1's dealer runs a step ahead when the caller marks step boundaries
+        self.dealer_link = AheadDealerLink(self.dealer) if ahead else InProcessDealerLink(self.dealer)
         ch0, ch1 = memory_channel_pair(timeout)
         self.contexts = (
             PartyContext(0, ch0, SeededSource(0, k0, None), self.config),
-            PartyContext(1, ch1, SeededSource(1, k1, InProcessDealerLink(self.dealer)), self.config),
+            PartyContext(1, ch1, SeededSource(1, k1, self.dealer_link), self.config),
         )
         self._input_prg = PRG(kin)
 

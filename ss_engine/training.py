@@ -138,6 +138,7 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
         model.backward(grad)
         lr = job.lr_at(epoch)
         opt.step(ctx, len(idx), lr)
+        ctx.source.step_done()
         state.params = {p.name: p.value for p in model.parameters()}
         state.velocity = {p.name: p.velocity for p in model.parameters() if p.velocity is not None}
         state.step, state.prev_lr = step + 1, lr

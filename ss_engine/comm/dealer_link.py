@@ -30,7 +30,7 @@ import numpy as np
 import zmq
 
 from ..preprocessing.source import CorrectionLink
-from ..preprocessing.specs import RING, ItemRef, MaterialSpec, spec_from_wire
+from ..preprocessing.specs import RING, ItemRef, MaterialSpec, shift_spec, spec_from_wire
 from ..prg import SEED_BYTES
 from .channel import ChannelClosed, ChannelTimeout
 from .wire import WireCaps, WireError, decode_message, encode_message
@@ -47,17 +47,6 @@ DEALER_CAPS = WireCaps(max_header_bytes=4 << 20, max_container=1 << 16, max_elem
 
 
 # -- specs on the wire ------------------------------------------------------------------------
-def shift_spec(spec: MaterialSpec, delta: int, since: int) -> MaterialSpec:
-    """The spec one period later: every ItemRef to a seq >= ``since`` moves by ``delta``."""
-    changes = {}
-    for f in dataclasses.fields(spec):
-        v = getattr(spec, f.name)
-        if isinstance(v, ItemRef):
-            changes[f.name] = ItemRef(v.seq + delta if v.seq >= since else v.seq,
-                                      shift_spec(v.spec, delta, since), v.field)
-    return dataclasses.replace(spec, **changes) if changes else spec
-
-
 def check_spec(spec: MaterialSpec, max_elements: int = MAX_ITEM_ELEMENTS, depth: int = 0) -> None:
     """Refuse specs whose generation would be absurdly large or ill-formed (ValueError)."""
     if depth > 4:

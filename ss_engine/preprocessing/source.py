@@ -55,6 +55,10 @@ class CorrectionLink(ABC):
     @abstractmethod
     def corrections(self, seq: int, spec: MaterialSpec) -> dict[str, np.ndarray]: ...
 
+    def step_done(self, next_seq: int) -> None:
+        """A training step ended; the next one starts at ``next_seq`` (a hint for dealers
+        that generate ahead)."""
+
     def close(self) -> None:
         pass
 
@@ -74,6 +78,9 @@ class CorrelatedSource(ABC):
 
     @abstractmethod
     def fetch(self, spec: MaterialSpec) -> Material: ...
+
+    def step_done(self) -> None:
+        """Mark a training-step boundary (called by the training loop on both parties)."""
 
     # -- typed helpers the protocols call ---------------------------------------------------
     def mask(self, shape) -> Material:
@@ -108,6 +115,10 @@ class SeededSource(CorrelatedSource):
         self.rank, self._stream, self._link = rank, CounterStream(key), link
         self.next_seq = int(start_seq)
         self.stats = SourceStats()
+
+    def step_done(self) -> None:
+        if self._link is not None:
+            self._link.step_done(self.next_seq)
 
     def fetch(self, spec: MaterialSpec) -> Material:
         seq = self.next_seq

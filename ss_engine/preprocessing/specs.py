@@ -14,6 +14,7 @@ parties and the dealer, so their streams cannot drift apart.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -24,7 +25,7 @@ from .bilinear import BILINEAR_OPS, apply_bilinear
 
 __all__ = [
     "Field", "ItemRef", "MaterialSpec", "MaskSpec", "ProductSpec", "TruncSpec", "CmpSpec",
-    "AndSpec", "BitSpec", "spec_from_wire", "words_for",
+    "AndSpec", "BitSpec", "spec_from_wire", "words_for", "shift_spec",
 ]
 
 RING, WORDS = "ring", "words"
@@ -222,6 +223,21 @@ class BitSpec(MaterialSpec):
 
     def to_wire(self):
         return {"kind": self.kind, "n": self.n}
+
+
+def shift_spec(spec: MaterialSpec, delta: int, since: int) -> MaterialSpec:
+    """The spec one period later: every ItemRef to a seq >= ``since`` moves by ``delta``.
+
+    A training step requests the same specs every step; only references to items of the
+    same step (mask reuse) move with it.  Dealers use this to generate a step ahead.
+    """
+    changes = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if isinstance(v, ItemRef):
+            changes[f.name] = ItemRef(v.seq + delta if v.seq >= since else v.seq,
+                                      shift_spec(v.spec, delta, since), v.field)
+    return dataclasses.replace(spec, **changes) if changes else spec
 
 
 def _ref_from_wire(d) -> ItemRef:
