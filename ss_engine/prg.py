@@ -6,6 +6,7 @@ expands to the same bytes, which is what seed compression of dealer material rel
 """
 from __future__ import annotations
 
+import math
 import hashlib
 import os
 import threading
@@ -66,7 +67,7 @@ class PRG:
     def random_int64(self, shape) -> np.ndarray:
         """Uniform ring elements of the given shape."""
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         return self._fill(8 * n).view(np.int64).reshape(shape)
 
     def random_uint64(self, shape) -> np.ndarray:

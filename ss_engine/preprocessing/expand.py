@@ -9,6 +9,7 @@ keeps no state that a crash could lose.
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 
@@ -25,7 +26,7 @@ def expand_own(stream: CounterStream, rank: int, seq: int, spec: MaterialSpec) -
     fields: tuple[Field, ...] = spec.random_fields()
     if rank == 0:
         fields = fields + spec.corrected_fields()
-    sizes = [int(np.prod(f.shape, dtype=np.int64)) for f in fields]
+    sizes = [math.prod(f.shape) for f in fields]
     raw = stream.keystream(int(seq), 8 * sum(sizes)).view(np.int64)
     out, pos = {}, 0
     for f, n in zip(fields, sizes):

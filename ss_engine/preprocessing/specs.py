@@ -14,6 +14,7 @@ parties and the dealer, so their streams cannot drift apart.
 """
 from __future__ import annotations
 
+import math
 import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -44,7 +45,7 @@ class Field:
 
     @property
     def nbytes(self) -> int:
-        return 8 * int(np.prod(self.shape, dtype=np.int64))
+        return 8 * math.prod(self.shape)
 
 
 @dataclass(frozen=True)
