@@ -6,8 +6,8 @@ expands to the same bytes, which is what seed compression of dealer material rel
 """
 from __future__ import annotations
 
-import math
 import hashlib
+import math
 import os
 import threading
 

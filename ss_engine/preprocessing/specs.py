@@ -14,8 +14,8 @@ parties and the dealer, so their streams cannot drift apart.
 """
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
