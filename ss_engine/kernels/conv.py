@@ -139,14 +139,27 @@ def _col2im_ser(cols, x, kh, kw, sh, sw, ph, pw, oh_n, ow_n):
 # --------------------------------------------------------------------------- wrappers
 
 
+def _geometry(x_shape, kh: int, kw: int, stride: IntPair, padding: IntPair):
+    """(n, c, h, w, oh, ow, sh, sw, ph, pw) of a convolution, validated once for all four
+    entry points."""
+    n, c, h, w = (int(v) for v in x_shape)
+    oh, ow = conv_output_hw(h, w, kh, kw, stride, padding)
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    return n, c, h, w, oh, ow, sh, sw, ph, pw
+
+
+def _check_cols(cols: np.ndarray, x_shape, kh: int, kw: int, n, c, oh, ow) -> None:
+    if cols.shape != (n * oh * ow, c * kh * kw):
+        raise ValueError(f"cols shape {cols.shape} does not match x_shape {tuple(x_shape)} "
+                         f"with kernel {(kh, kw)}: expected {(n * oh * ow, c * kh * kw)}")
+
+
 def im2col(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1,
            padding: IntPair = 0) -> np.ndarray:
     """(N, C, H, W) -> (N*OH*OW, C*kh*kw) patch matrix (layout in the module doc)."""
     _check(x, 4, "im2col input")
-    n, c, h, w = x.shape
-    oh, ow = conv_output_hw(h, w, kh, kw, stride, padding)
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
+    n, c, h, w, oh, ow, sh, sw, ph, pw = _geometry(x.shape, kh, kw, stride, padding)
     x = np.ascontiguousarray(x)
     out = np.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
     if out.size == 0:
@@ -160,13 +173,8 @@ def col2im(cols: np.ndarray, x_shape: Sequence[int], kh: int, kw: int, stride: I
            padding: IntPair = 0) -> np.ndarray:
     """Adjoint of :func:`im2col`: scatter-add (N*OH*OW, C*kh*kw) back into x_shape."""
     _check(cols, 2, "col2im input")
-    n, c, h, w = (int(v) for v in x_shape)
-    oh, ow = conv_output_hw(h, w, kh, kw, stride, padding)
-    if cols.shape != (n * oh * ow, c * kh * kw):
-        raise ValueError(f"cols shape {cols.shape} does not match x_shape {tuple(x_shape)} "
-                         f"with kernel {(kh, kw)}: expected {(n * oh * ow, c * kh * kw)}")
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
+    n, c, h, w, oh, ow, sh, sw, ph, pw = _geometry(x_shape, kh, kw, stride, padding)
+    _check_cols(cols, x_shape, kh, kw, n, c, oh, ow)
     cols = np.ascontiguousarray(cols)
     x = np.zeros((n, c, h, w), dtype=cols.dtype)
     if cols.size == 0:
@@ -183,10 +191,7 @@ def im2col_np(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1,
               padding: IntPair = 0) -> np.ndarray:
     """Oracle for :func:`im2col` (pad, strided sliding windows, one copy)."""
     _check(x, 4, "im2col input")
-    n, c, h, w = x.shape
-    oh, ow = conv_output_hw(h, w, kh, kw, stride, padding)
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
+    n, c, h, w, oh, ow, sh, sw, ph, pw = _geometry(x.shape, kh, kw, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
     win = win[:, :, ::sh, ::sw][:, :, :oh, :ow]          # (N, C, OH, OW, kh, kw)
@@ -197,12 +202,8 @@ def col2im_np(cols: np.ndarray, x_shape: Sequence[int], kh: int, kw: int,
               stride: IntPair = 1, padding: IntPair = 0) -> np.ndarray:
     """Oracle for :func:`col2im`: one strided slice-add per kernel offset (i, j)."""
     _check(cols, 2, "col2im input")
-    n, c, h, w = (int(v) for v in x_shape)
-    oh, ow = conv_output_hw(h, w, kh, kw, stride, padding)
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    if cols.shape != (n * oh * ow, c * kh * kw):
-        raise ValueError(f"cols shape {cols.shape} does not match x_shape {tuple(x_shape)}")
+    n, c, h, w, oh, ow, sh, sw, ph, pw = _geometry(x_shape, kh, kw, stride, padding)
+    _check_cols(cols, x_shape, kh, kw, n, c, oh, ow)
     patches = cols.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
