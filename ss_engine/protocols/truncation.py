@@ -14,8 +14,9 @@ Protocol ``trunc_s`` for a secret x with |x| < 2^62 (raw units) and shift f:
      x' = (c mod 2^63) - (r mod 2^63) + 2^63 w, and locally
      y = (c mod 2^63) >> f  -  r_hi  +  2^(63-f) w  -  2^(62-f).
 Result: y - floor(x / 2^f) is 0 or 1 (one unit in the last place) for *every* x in the bound;
-nothing wraps.  The rounding is stochastic and unbiased: P(y = floor + 1) = frac(x / 2^f).  Rounds: 1.  Bytes per element per party: 8 sent.  Dealer: 16 bytes per element
-to party 1 only.
+nothing wraps.  The rounding is stochastic and unbiased: P(y = floor + 1) = frac(x / 2^f).
+Rounds: 1.  Bytes per element per party: 8 sent.  Dealer: 16 bytes per element to party 1
+only.
 """
 from __future__ import annotations
 
