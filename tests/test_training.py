@@ -80,7 +80,10 @@ def test_short_secure_training_run_reaches_plaintext_accuracy():
     in benchmarks/): >= 90% and within 1.5 points of the torch twin."""
     r = run_local_training(dataset="mnist", model="network-a", epochs=1, batch_size=64, lr=0.05,
                            train_limit=12_000, compare_plaintext=True, loss_every=20,
-                           secure_eval_limit=500, progress=False)
+                           secure_eval_limit=500, progress=False,
+                           # fixed dealer keys: the stochastic rounding, hence the accuracy,
+                           # is reproducible (with fresh keys it varies by about +-0.7 points)
+                           runtime_seed=b"ci-short-run")
     assert r["test_accuracy"] >= 0.90
     assert abs(r["test_accuracy"] - r["plaintext_test_accuracy"]) <= 0.015
     assert r["catastrophic_steps"] == 0

@@ -63,9 +63,14 @@ def _finish_grads(ctx, weight: Parameter, dw: np.ndarray, dx: np.ndarray | None,
     if dx is None and state is not None:
         state.defer_trunc(dw, set_grad)
         return None
-    out = trunc_many_s(ctx, [dw] + ([dx] if dx is not None else []), ctx.frac_bits, "bwd_trunc")
-    set_grad(out[0])
-    return SharedTensor(ctx, out[1]) if dx is not None else None
+    # this round truncates now: let the weight gradients still waiting ride along
+    pending = state.take() if state is not None else []
+    raws = [r for r, _ in pending] + [dw] + ([dx] if dx is not None else [])
+    out = trunc_many_s(ctx, raws, ctx.frac_bits, "bwd_trunc")
+    for (_, setter), g in zip(pending, out):
+        setter(g)
+    set_grad(out[len(pending)])
+    return SharedTensor(ctx, out[-1]) if dx is not None else None
 
 
 class Linear(Module):
