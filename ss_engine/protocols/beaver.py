@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.bilinear import apply_bilinear
 from ..preprocessing.source import Material
@@ -64,10 +65,7 @@ def conv_out_shape(x_shape, w_shape, stride: int, padding: int) -> tuple[int, in
     o, c2, kh, kw = w_shape
     if c != c2:
         raise ValueError(f"conv channels differ: input {c}, weight {c2}")
-    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
-    if oh <= 0 or ow <= 0:
-        raise ValueError("convolution output would be empty")
-    return n, o, oh, ow
+    return (n, o) + kernels.conv_output_hw(h, w, kh, kw, stride, padding)
 
 
 def product_share(ctx: PartyContext, op: str, x: MaskedOperand, y: MaskedOperand, *,
