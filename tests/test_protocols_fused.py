@@ -40,3 +40,34 @@ def test_trunc_times_opened_bit(z, data):
     assert np.all(fused[bits == 0] == 0)
     # one opening of the bit, one truncation round for both tensors
     assert rt.contexts[0].channel.stats.rounds == 2
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.data())
+def test_form_mul_is_the_exact_ring_product_without_a_round(rows, cols, data):
+    """Products of truncation results with each other, with themselves and with a masked
+    opening (per-row broadcast) equal the ring product of the opened values, exactly."""
+    from ss_engine.protocols.fused import LinearForm, form_mul
+    from ss_engine.protocols.truncation import trunc_open_many
+    elems = st.integers(-(1 << 40), 1 << 40)
+    a = data.draw(hnp.arrays(np.int64, (rows, cols), elements=elems))
+    b = data.draw(hnp.arrays(np.int64, (rows, cols), elements=elems))
+    v = data.draw(hnp.arrays(np.int64, (rows,), elements=elems))
+    rt = make_runtime()
+
+    def body(c, x, y, w):
+        ta, tb = trunc_open_many(c, [x, y], 16)
+        (wm,) = mask_and_open(c, [w])
+        fa, fb, fw = LinearForm.of_trunc(ta), LinearForm.of_trunc(tb), LinearForm.of_masked(wm)
+        before = c.channel.stats.rounds
+        out = (form_mul(c, fa, fb), form_mul(c, fa, fa), form_mul(c, fa, fw),
+               form_mul(c, fa.affine(-3, 5), fb), fa.share(c.rank), fb.share(c.rank))
+        return out, c.channel.stats.rounds - before
+
+    (r0, n0), (r1, n1) = rt.run_same(body, rt.share_ring(a), rt.share_ring(b), rt.share_ring(v))
+    ab, aa, aw, cb, ta, tb = (x0 + x1 for x0, x1 in zip(r0, r1))
+    assert n0 == n1 == 0
+    assert set(np.unique(ta - (a >> 16))) <= {0, 1} and set(np.unique(tb - (b >> 16))) <= {0, 1}
+    assert np.array_equal(ab, ta * tb)
+    assert np.array_equal(aa, ta * ta)
+    assert np.array_equal(aw, ta * v[:, None])
+    assert np.array_equal(cb, (5 - 3 * ta) * tb)

@@ -15,21 +15,113 @@ knows needs no new opening — the dealer supplies [r_msb * m] and [r_hi * m].
   party: 8 + 8 + tree + 1 bit (unfused: 8 + 8 + 8 + tree + 1 bit).
 ``trunc_many_mul_s`` (backward: trunc(dX) * DReLU bit, the bit opened in forward as F = b - B):
   s * b = F s + [s * B] for s in {r_msb, r_hi}: the truncation round is the only round.
+
+All three are one rule, ``form_mul``: a secret that is known as a *linear form*
+P + sum_i c_i [u_i] (public P and c_i, dealer items u_i: a truncation result, a masked
+opening X + [A], a B2A bit e + (1 - 2e)[rho]) is multiplied by another such form with no
+round at all, the dealer supplying [u_i v_j] for every pair of items.  exp and the Newton
+reciprocal (``protocols.nonlinear``) square and multiply truncation results this way, so
+each of their steps costs one round (its truncation) instead of two.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ..party import PartyContext
+from ..preprocessing.source import Material
 from .beaver import MaskedOperand
 from .binary import open_words
 from .compare import cmp_finish, cmp_prepare, flip_xor, unpack_bits
 from .opening import open_many
-from .truncation import trunc_finish, trunc_prepare
+from .truncation import TruncOpening, trunc_finish, trunc_prepare
 
-__all__ = ["trunc_relu_s", "trunc_many_mul_s"]
+__all__ = ["trunc_relu_s", "trunc_many_mul_s", "FormTerm", "LinearForm", "form_mul"]
+
+
+def _lead(v, ndim: int):
+    """Align a lower-rank array to the *leading* axes of an ndim-array (a per-row scalar),
+    the broadcasting rule of the dealer's elementwise product."""
+    v = np.asarray(v)
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim)) if 0 < v.ndim < ndim else v
+
+
+@dataclass(frozen=True)
+class FormTerm:
+    """coeff * [material.field]: a public coefficient times a dealer item's shared field."""
+
+    coeff: np.ndarray | np.int64
+    material: Material
+    field: str
+    is_bit: bool = False  # the item is 0/1, so its square is itself (no product needed)
+
+    def value(self) -> np.ndarray:
+        return self.material[self.field]
+
+
+@dataclass(frozen=True)
+class LinearForm:
+    """A secret held as public + sum of FormTerms (see module doc); shape = public's shape."""
+
+    public: np.ndarray
+    terms: tuple[FormTerm, ...]
+
+    @classmethod
+    def of_trunc(cls, t: TruncOpening) -> "LinearForm":
+        return cls(t.public, (FormTerm(t.coeff, t.material, "r_msb", is_bit=True),
+                              FormTerm(np.int64(-1), t.material, "r_hi")))
+
+    @classmethod
+    def of_masked(cls, x: MaskedOperand) -> "LinearForm":
+        return cls(x.masked, (FormTerm(np.int64(1), x.mask, "a"),))
+
+    def affine(self, scale: int, offset: int | np.ndarray = 0) -> "LinearForm":
+        """scale * self + offset for public integers (ring units)."""
+        k = np.int64(scale)
+        return LinearForm(self.public * k + np.int64(offset) if np.isscalar(offset) else
+                          self.public * k + np.asarray(offset, np.int64),
+                          tuple(FormTerm(t.coeff * k, t.material, t.field, t.is_bit) for t in self.terms))
+
+    def share(self, rank: int) -> np.ndarray:
+        nd = self.public.ndim
+        out = self.public.copy() if rank == 0 else np.zeros_like(self.public)
+        for t in self.terms:
+            out += _lead(t.coeff, nd) * _lead(t.value(), nd)
+        return out
+
+
+def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
+    """This party's share of a * b, untruncated; b is aligned to a's leading axes.
+
+    a * b = Pa Pb + Pa sum_j d_j [v_j] + Pb sum_i c_i [u_i] + sum_ij c_i d_j [u_i v_j].
+    Rounds: 0.  Dealer: one product item per pair of terms; a square (``a is b``) asks each
+    unordered pair once and takes [u u] = [u] for a 0/1 item.
+    """
+    nd = a.public.ndim
+    square = a is b
+    pb = _lead(b.public, nd)
+    out = a.public * pb if ctx.rank == 0 else np.zeros(np.broadcast_shapes(a.public.shape, pb.shape),
+                                                        dtype=np.int64)
+    for t in b.terms:
+        out += a.public * (_lead(t.coeff, nd) * _lead(t.value(), nd))
+    for t in a.terms:
+        out += pb * (_lead(t.coeff, nd) * _lead(t.value(), nd))
+    for i, ta in enumerate(a.terms):
+        for j, tb in enumerate(b.terms):
+            if square and j < i:
+                continue
+            weight = _lead(ta.coeff, nd) * _lead(tb.coeff, nd)
+            if square and i != j:
+                weight = weight * np.int64(2)
+            if square and i == j and ta.is_bit:
+                uv = _lead(ta.value(), nd)
+            else:
+                uv = ctx.source.product("mul", ta.material.ref(ta.field), tb.material.ref(tb.field),
+                                        out.shape)["c"]
+            out += weight * uv
+    return out
 
 
 def trunc_relu_s(ctx: PartyContext, z: np.ndarray, shift: int, label: str = "trunc_relu"
@@ -48,13 +140,11 @@ def trunc_relu_s(ctx: PartyContext, z: np.ndarray, shift: int, label: str = "tru
     rho = ctx.source.bits(n)
     (e_words,) = open_words(ctx, [flip_xor(ctx, msb) ^ rho["x"]], "b2a_open")
     e = unpack_bits(e_words, n)
-    one_minus_2e = 1 - 2 * e
-    b = rho["a"] * one_minus_2e + (e if ctx.rank == 0 else 0)
-    msb_rho = ctx.source.product("mul", tmat.ref("r_msb"), rho.ref("a"), (n,))["c"]
-    hi_rho = ctx.source.product("mul", tmat.ref("r_hi"), rho.ref("a"), (n,))["c"]
-    msb_b = e * tmat["r_msb"] + one_minus_2e * msb_rho
-    hi_b = e * tmat["r_hi"] + one_minus_2e * hi_rho
-    y = t.public * b + t.coeff * msb_b - hi_b
+    # b = e + (1 - 2e)[rho] (public e): a linear form in the dealer's rho, so relu =
+    # trunc(z) * b needs no further round
+    b_form = LinearForm(e, (FormTerm(1 - 2 * e, rho, "a"),))
+    b = b_form.share(ctx.rank)
+    y = form_mul(ctx, LinearForm.of_trunc(t), b_form)
     return y.reshape(shape), b.reshape(shape)
 
 
@@ -74,8 +164,5 @@ def trunc_many_mul_s(ctx: PartyContext, raws: Sequence[np.ndarray], shift: int,
             continue
         if mul.shape != mat.spec.shape:
             raise ValueError(f"multiplier shape {mul.shape} != {mat.spec.shape}")
-        shape = mat.spec.shape
-        msb_b = mul.masked * mat["r_msb"] + ctx.source.product("mul", mat.ref("r_msb"), mul.mask.ref("a"), shape)["c"]
-        hi_b = mul.masked * mat["r_hi"] + ctx.source.product("mul", mat.ref("r_hi"), mul.mask.ref("a"), shape)["c"]
-        out.append(t.public * mul.share + t.coeff * msb_b - hi_b)
+        out.append(form_mul(ctx, LinearForm.of_trunc(t), LinearForm.of_masked(mul)))
     return out

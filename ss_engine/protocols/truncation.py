@@ -29,8 +29,8 @@ from ..party import PartyContext
 from ..preprocessing.source import Material
 from .opening import open_many
 
-__all__ = ["trunc_s", "trunc_many_s", "TRUNC_BOUND_BITS", "TruncOpening", "trunc_prepare",
-           "trunc_finish"]
+__all__ = ["trunc_s", "trunc_many_s", "trunc_open_many", "TRUNC_BOUND_BITS", "TruncOpening",
+           "trunc_prepare", "trunc_finish"]
 
 #: Inputs must satisfy |x| < 2**TRUNC_BOUND_BITS (raw ring units).
 TRUNC_BOUND_BITS = 62
@@ -75,15 +75,22 @@ def trunc_finish(material: Material, c: np.ndarray) -> TruncOpening:
     return TruncOpening(public, (1 - 2 * c_msb) << np.int64(63 - f), material)
 
 
-def trunc_many_s(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
-                 label: str = "trunc") -> list[np.ndarray]:
-    """Truncate several secrets (each by its own shift) with one opening."""
+def trunc_open_many(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
+                    label: str = "trunc") -> list[TruncOpening]:
+    """Truncate several secrets (each by its own shift) with one opening; the results stay
+    in their public-plus-dealer-items form (see ``protocols.fused.LinearForm``)."""
     shifts = [int(shift)] * len(shares) if np.isscalar(shift) else [int(s) for s in shift]
     if len(shifts) != len(shares):
         raise ValueError("one shift per tensor")
     prepared = [trunc_prepare(ctx, x, f) for x, f in zip(shares, shifts)]
     opened = open_many(ctx, [c for _, c in prepared], label)
-    return [trunc_finish(m, c).share(ctx.rank) for (m, _), c in zip(prepared, opened)]
+    return [trunc_finish(m, c) for (m, _), c in zip(prepared, opened)]
+
+
+def trunc_many_s(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
+                 label: str = "trunc") -> list[np.ndarray]:
+    """Truncate several secrets (each by its own shift) with one opening."""
+    return [t.share(ctx.rank) for t in trunc_open_many(ctx, shares, shift, label)]
 
 
 def trunc_s(ctx: PartyContext, x: np.ndarray, shift: int, label: str = "trunc") -> np.ndarray:
