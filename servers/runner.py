@@ -102,7 +102,7 @@ class JobRunner(threading.Thread):
                 self.wake.clear()
                 continue
             ch = ZmqPeerChannel(self.curve, self.rank, self.endpoint, self.peer_public,
-                                timeout=self.cfg.peer_timeout)
+                                timeout=self.cfg.peer_timeout, bulk=self.cfg.peer_bulk_cipher)
             try:
                 meta = ch.open({"ready": {j: r.digest for j, r in ready.items()},
                                 "ckpts": {j: self.store.checkpoint_steps(j) for j in ready}},

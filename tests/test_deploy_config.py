@@ -22,6 +22,13 @@ def test_config_round_trip_and_relative_paths(tmp_path):
     assert back.dealer.endpoint == "tcp://127.0.0.1:21001"
     assert back.servers[0].client == "tcp://127.0.0.1:21002" and back.peer_connect.endswith(":21004")
     assert back.checkpoint_every == 7 and back.path("keys") == tmp_path / "keys"
+    assert back.peer_bulk_cipher == "aes-gcm"
+    text = p.read_text().replace('peer_bulk_cipher = "aes-gcm"', 'peer_bulk_cipher = "curve"')
+    (tmp_path / "c.toml").write_text(text)
+    assert load_config(tmp_path / "c.toml").peer_bulk_cipher == "curve"
+    (tmp_path / "x.toml").write_text(text.replace('"curve"', '"rot13"'))
+    with pytest.raises(ConfigError, match="peer_bulk_cipher"):
+        load_config(tmp_path / "x.toml")
 
 
 @pytest.mark.parametrize("text, needle", [

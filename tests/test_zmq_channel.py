@@ -30,9 +30,9 @@ def pair():
     ep = f"tcp://127.0.0.1:{free_port()}"
     chans = []
 
-    def make(timeout=10.0, peer1=None):
-        a = ZmqPeerChannel(c0, 0, ep, k1.public, timeout=timeout)
-        b = ZmqPeerChannel(c1, 1, ep, (peer1 or k0).public, timeout=timeout)
+    def make(timeout=10.0, peer1=None, bulk=("aes-gcm", "aes-gcm")):
+        a = ZmqPeerChannel(c0, 0, ep, k1.public, timeout=timeout, bulk=bulk[0])
+        b = ZmqPeerChannel(c1, 1, ep, (peer1 or k0).public, timeout=timeout, bulk=bulk[1])
         chans.extend([a, b])
         return a, b
     try:
@@ -78,9 +78,10 @@ def _protocol(ch, rank):
     return got
 
 
-def test_exchange_matches_memory_channel(pair):
+@pytest.mark.parametrize("bulk", ["aes-gcm", "curve"])
+def test_exchange_matches_memory_channel(pair, bulk):
     make, *_ = pair
-    a, b = make()
+    a, b = make(bulk=(bulk, bulk))
     _run_both(lambda: a.open({"r": 0}), lambda: b.open({"r": 1}))
     assert a.peer_meta == {"r": 1} and b.peer_meta == {"r": 0}
     g0, g1 = _run_both(lambda: _protocol(a, 0), lambda: _protocol(b, 1))
@@ -92,6 +93,46 @@ def test_exchange_matches_memory_channel(pair):
         assert z.stats.as_dict() | {"wait_seconds": 0} == m.stats.as_dict() | {"wait_seconds": 0}
         assert z.stats.by_label == m.stats.by_label
         assert z.wire_bytes_sent > z.stats.bytes_sent  # headers + encryption
+
+
+def test_bulk_cipher_mismatch_is_a_clear_error(pair):
+    make, *_ = pair
+    a, b = make(timeout=5, bulk=("aes-gcm", "curve"))
+    errs = []
+
+    def op(ch):
+        try:
+            ch.open()
+        except (ChannelClosed, ChannelTimeout) as exc:
+            errs.append(exc)
+    _run_both(lambda: op(a), lambda: op(b))
+    assert any("configurations differ" in str(e) for e in errs)
+
+
+def test_stranger_on_the_data_port_is_dropped_not_fatal(pair):
+    """Anyone can open a TCP connection to the sealed data port; what they send fails
+    authentication, is counted and dropped, and the session goes on unharmed."""
+    make, *_ = pair
+    a, b = make()
+    _run_both(a.open, b.open)
+    ctx = zmq.Context()
+    try:
+        for ident in (b"p" + os.urandom(15), b.data.routing_id):  # a stranger, a stolen id
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.routing_id = ident
+            s.connect(f"tcp://127.0.0.1:{a._data_port}")
+            header = encode_message({"type": "data", "s": b.token, "n": 0}, [np.zeros(3, np.int64)])
+            s.send_multipart([os.urandom(40)] + header[1:])
+            s.send_multipart(header)
+            time.sleep(0.2)
+            s.close()
+        x = np.arange(10, dtype=np.int64)
+        got = _run_both(lambda: a.exchange([x]), lambda: b.exchange([x * 2]))
+        assert np.array_equal(got[0][0], x * 2) and np.array_equal(got[1][0], x)
+        assert a.rejected_messages >= 2 and b.rejected_messages == 0
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_unauthorised_key_learns_nothing(pair):
