@@ -432,3 +432,19 @@ def test_kernels_import_only_numpy_and_numba():
             else:
                 continue
             assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+
+
+@HYP
+@given(st.data(), st.integers(0, 300), st.integers(1, 61))
+def test_truncation_kernels_match_numpy(data, n, f):
+    edge = np.array([2**62, -2**62, 2**62 - 1, 1 << f, -(1 << f)], np.int64)
+    v = np.concatenate([ring_array(data, (n,)), SPECIAL, edge]).reshape(-1, 1 + (n % 2))
+    for fast, slow in ((K.trunc_split, K.trunc_split_np), (K.trunc_open_parts, K.trunc_open_parts_np)):
+        got, want = fast(v, f), slow(v, f)
+        for g, w in zip(got, want):
+            assert g.shape == v.shape and g.dtype == np.int64
+            np.testing.assert_array_equal(g, w)
+    with pytest.raises(TypeError):
+        K.trunc_split(v.astype(np.float64), f)
+    with pytest.raises(ValueError):
+        K.trunc_open_parts(v, 62)

@@ -2,11 +2,13 @@
 
 The lowest layer of ss_engine: imports only numpy and numba.  Every public kernel ``f`` has
 a twin ``f_np`` with the same signature that is the test oracle (bit-for-bit equal).
-Elementwise ring arithmetic is plain numpy on int64 and is not wrapped here.
+Elementwise ring arithmetic is plain numpy on int64 and is not wrapped here, except the
+truncation's loops, which run on every tensor of a training step.
 
 * :mod:`.matmul`  ``ring_matmul``, ``ring_matmul_batched``, ``ring_matmul_any``
 * :mod:`.conv`    ``im2col``, ``col2im`` (torch weight layout), ``conv_output_hw``
 * :mod:`.bits`    ``pack_bits``, ``unpack_bits``, ``bit_slices``, ``from_bit_slices``
+* :mod:`.trunc`   ``trunc_split``, ``trunc_open_parts`` (the exact truncation's one-pass loops)
 * :mod:`._runtime`  threading layer and per-call scheduling (``runtime_info``); importing
   this package selects the threading layer, see that module's docstring.
 """
@@ -16,6 +18,7 @@ from .bits import (bit_slices, bit_slices_np, from_bit_slices, from_bit_slices_n
 from .conv import col2im, col2im_np, conv_output_hw, im2col, im2col_np
 from .matmul import (ring_matmul, ring_matmul_any, ring_matmul_any_np, ring_matmul_batched,
                      ring_matmul_batched_np, ring_matmul_np)
+from .trunc import trunc_open_parts, trunc_open_parts_np, trunc_split, trunc_split_np
 
 __all__ = [
     # matrix products
@@ -27,6 +30,8 @@ __all__ = [
     # bit packing / slicing
     "pack_bits", "pack_bits_np", "unpack_bits", "unpack_bits_np",
     "bit_slices", "bit_slices_np", "from_bit_slices", "from_bit_slices_np", "words_for",
+    # truncation
+    "trunc_split", "trunc_split_np", "trunc_open_parts", "trunc_open_parts_np",
     # runtime
     "runtime_info", "KernelRuntimeInfo", "NUM_THREADS_ENV",
 ]

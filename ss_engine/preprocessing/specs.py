@@ -154,9 +154,8 @@ class TruncSpec(MaterialSpec):
         return (Field("r_msb", self.shape, RING), Field("r_hi", self.shape, RING))
 
     def compute(self, values, resolve):
-        r = values["r"].view(np.uint64)
-        return {"r_msb": (r >> np.uint64(63)).astype(np.int64),
-                "r_hi": ((r & np.uint64((1 << 63) - 1)) >> np.uint64(self.frac_bits)).astype(np.int64)}
+        r_msb, r_hi = kernels.trunc_split(values["r"], self.frac_bits)
+        return {"r_msb": r_msb, "r_hi": r_hi}
 
     def to_wire(self):
         return {"kind": self.kind, "shape": list(self.shape), "frac_bits": self.frac_bits}

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.source import Material
 from .opening import open_many
@@ -34,7 +35,6 @@ __all__ = ["trunc_s", "trunc_many_s", "trunc_open_many", "TRUNC_BOUND_BITS", "Tr
 
 #: Inputs must satisfy |x| < 2**TRUNC_BOUND_BITS (raw ring units).
 TRUNC_BOUND_BITS = 62
-_LOW63 = np.uint64((1 << 63) - 1)
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,11 @@ def trunc_prepare(ctx: PartyContext, x: np.ndarray, shift: int) -> tuple[Materia
 
 
 def trunc_finish(material: Material, c: np.ndarray) -> TruncOpening:
-    f = material.spec.frac_bits
-    cu = c.view(np.uint64)
-    c_msb = (cu >> np.uint64(63)).astype(np.int64)
-    # w = c_msb XOR r_msb = c_msb + (1 - 2 c_msb) r_msb, linear in r_msb as c_msb is public
-    public = ((cu & _LOW63) >> np.uint64(f)).astype(np.int64)
-    public += (c_msb << np.int64(63 - f)) - np.int64(1 << (TRUNC_BOUND_BITS - f))
-    return TruncOpening(public, (1 - 2 * c_msb) << np.int64(63 - f), material)
+    # w = c_msb XOR r_msb = c_msb + (1 - 2 c_msb) r_msb is linear in r_msb as c_msb is public;
+    # the kernel returns public = (c mod 2^63) >> f + 2^(63-f) c_msb - 2^(62-f) and
+    # coeff = (1 - 2 c_msb) 2^(63-f) in one pass
+    public, coeff = kernels.trunc_open_parts(c, material.spec.frac_bits)
+    return TruncOpening(public, coeff, material)
 
 
 def trunc_open_many(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
