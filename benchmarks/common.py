@@ -145,7 +145,7 @@ def step_loop(ctx, model: Sequential, x_share: np.ndarray, y_share: np.ndarray, 
         with phase("loss"):
             grad, _ = loss.gradient(logits, SharedTensor(ctx, yb), False)
         with phase("backward"):
-            model.backward(grad)
+            model.backward(grad, raw_weight_grads=opt.takes_raw_gradients(ctx.frac_bits))
         with phase("sgd"):
             opt.step(ctx, xb.shape[0], lr)
         ctx.source.step_done()

@@ -135,7 +135,7 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
         logits = model.forward(x)
         report = bool(job.loss_every) and (step + 1) % job.loss_every == 0
         grad, py = loss.gradient(logits, SharedTensor(ctx, np.ascontiguousarray(y_share[idx])), report)
-        model.backward(grad)
+        model.backward(grad, raw_weight_grads=opt.takes_raw_gradients(ctx.frac_bits))
         lr = job.lr_at(epoch)
         opt.step(ctx, len(idx), lr)
         ctx.source.step_done()

@@ -140,3 +140,43 @@ def test_sgd_matches_torch_over_steps_with_momentum_decay_and_lr_change():
     assert np.abs(decode(r[0] + r[1], F) - wt.detach().numpy()).max() <= 4 * ULP
     # one truncation round per step for all parameters
     assert rt.contexts[0].channel.stats.rounds == 3
+
+
+@pytest.mark.parametrize("f", [12, 16, 17, 20])
+def test_sgd_takes_untruncated_weight_gradients_where_the_bound_allows(f):
+    """A gradient at 2f fractional bits (straight from the Beaver product) gives the same
+    update as its truncation, within an ulp; beyond f = 17 it is refused with a clear error."""
+    rng = np.random.default_rng(f)
+    w, g = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) * 40
+    rt = make_runtime(frac_bits=f)
+    ws = rt.share_float(w)
+    g_raw = rt.share_ring(encode(g * 2.0 ** f, f))   # 2f fractional bits, like matmul_masked
+    g_cut = rt.share_float(g)
+
+    def body(ctx, wv, graw, gcut):
+        out = []
+        for grad, bits in ((graw, 2 * f), (gcut, None)):
+            p = Parameter("w", wv.copy(), grad=grad, grad_bits=bits)
+            opt = SGD([p], lr=0.05, momentum=0.9, weight_decay=5e-4)
+            try:
+                opt.step(ctx, batch_size=128)
+            except ValueError as exc:
+                out.append(str(exc))
+                continue
+            out.append(p.value)
+        return out, opt.takes_raw_gradients(f)
+
+    (r0, takes), (r1, _) = rt.run(body, (ws[0], g_raw[0], g_cut[0]), (ws[1], g_raw[1], g_cut[1]))
+    assert takes == (f <= 17)
+    cut = decode(r0[1] + r1[1], f)
+    c_grad, c_wd = (round(c * 2 ** 20) / 2 ** 20 for c in (0.05 / 128, 0.05 * 5e-4))  # const_bits
+    want = q_f(w, f) - (c_grad * q_f(g, f) + c_wd * q_f(w, f))
+    assert np.abs(cut - want).max() <= 4 * 2.0 ** -f
+    if f <= 17:
+        assert np.abs(decode(r0[0] + r1[0], f) - want).max() <= 4 * 2.0 ** -f
+    else:
+        assert "not accepted" in r0[0]
+
+
+def q_f(x, f):
+    return decode(encode(x, f), f)

@@ -52,24 +52,31 @@ def _finish_output(ctx, z: np.ndarray, truncate: bool) -> SharedTensor:
 
 def _finish_grads(ctx, weight: Parameter, dw: np.ndarray, dx: np.ndarray | None,
                   state: BackwardState | None, raw_input_grad: bool) -> SharedTensor | None:
-    """Truncate dW (now, or with the next backward truncation) and dX (unless the ReLU
-    below truncates it); return dX."""
-    def set_grad(g):
-        weight.grad = g
+    """Hand dW to the optimizer untruncated (if it takes raw gradients), or truncate it now or
+    with the next backward truncation; truncate dX unless the ReLU below does; return dX."""
+    def set_grad(g, bits=ctx.frac_bits):
+        weight.grad, weight.grad_bits = g, bits
 
+    dw_now = None
+    if state is not None and state.raw_weight_grads:
+        set_grad(dw, 2 * ctx.frac_bits)
+    elif state is not None and (dx is None or raw_input_grad):
+        state.defer_trunc(dw, set_grad)
+    else:
+        dw_now = dw
     if dx is not None and raw_input_grad and state is not None:
-        state.defer_trunc(dw, set_grad)
         return SharedTensor(ctx, dx, 2 * ctx.frac_bits)
-    if dx is None and state is not None:
-        state.defer_trunc(dw, set_grad)
+    if dx is None and dw_now is None:
         return None
     # this round truncates now: let the weight gradients still waiting ride along
     pending = state.take() if state is not None else []
-    raws = [r for r, _ in pending] + [dw] + ([dx] if dx is not None else [])
+    raws = [r for r, _ in pending] + ([dw_now] if dw_now is not None else []) + \
+        ([dx] if dx is not None else [])
     out = trunc_many_s(ctx, raws, ctx.frac_bits, "bwd_trunc")
     for (_, setter), g in zip(pending, out):
         setter(g)
-    set_grad(out[len(pending)])
+    if dw_now is not None:
+        set_grad(out[len(pending)])
     return SharedTensor(ctx, out[-1]) if dx is not None else None
 
 
@@ -303,9 +310,12 @@ class Sequential(Module):
     def _feeds_relu(self, i: int) -> bool:
         return i + 1 < len(self.layers) and isinstance(self.layers[i + 1], ReLU)
 
-    def backward(self, dy: SharedTensor, need_input_grad: bool = False):
+    def backward(self, dy: SharedTensor, need_input_grad: bool = False,
+                 raw_weight_grads: bool = False):
+        """Gradients of every parameter; with ``raw_weight_grads`` the weight gradients stay
+        untruncated (2f fractional bits) for an optimizer that truncates them itself."""
         ctx = dy.ctx
-        state = BackwardState()
+        state = BackwardState(raw_weight_grads)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             # the first layer's input gradient is never needed (it is the data)

@@ -17,7 +17,8 @@ class Parameter:
 
     name: str
     value: np.ndarray
-    grad: np.ndarray | None = None          # share of the batch-summed gradient (f bits)
+    grad: np.ndarray | None = None          # share of the batch-summed gradient
+    grad_bits: int | None = None            # its fractional bits (None: f; 2f if untruncated)
     velocity: np.ndarray | None = None      # optimizer state: lr-scaled momentum buffer
     opened: MaskedOperand | None = field(default=None, repr=False)  # this step's mask
 
@@ -49,10 +50,13 @@ class BackwardState:
     """Truncations waiting for the next truncation round of the backward pass.
 
     A weight gradient is needed only by the optimizer, so its truncation rides along with
-    the next layer's (fused) truncation instead of costing a round of its own.
+    the next layer's (fused) truncation instead of costing a round of its own; with
+    ``raw_weight_grads`` (an optimizer that folds the truncation into its own) it is not
+    truncated at all.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, raw_weight_grads: bool = False) -> None:
+        self.raw_weight_grads = bool(raw_weight_grads)
         self.pending: list[tuple[np.ndarray, object]] = []
 
     def defer_trunc(self, raw: np.ndarray, setter) -> None:
