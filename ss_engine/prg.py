@@ -96,18 +96,22 @@ class CounterStream:
         self._key = bytes(key)
         self._ecb = Cipher(algorithms.AES(self._key), modes.ECB()).encryptor()
         self._lock = threading.Lock()
+        # counter blocks (nonce, i) as big-endian bytes, kept in native uint64 words: column 1
+        # (the block index) is filled once, column 0 takes the byte-swapped nonce per call
+        self._ctr = np.empty((self.SMALL // 16, 2), dtype=np.uint64)
+        self._ctr[:, 1] = np.arange(self.SMALL // 16, dtype=np.uint64).byteswap()
 
     def keystream(self, nonce: int, nbytes: int) -> np.ndarray:
         """``nbytes`` bytes of stream ``nonce`` as a fresh uint8 array."""
         nbytes = int(nbytes)
         if nbytes > self.SMALL:
             return PRG(self._key, nonce=int(nonce) << 64)._fill(nbytes)
-        blocks = -(-nbytes // 16)
-        out = np.empty(blocks * 16 + 15, dtype=np.uint8)
-        if blocks:
-            ctr = np.empty((blocks, 2), dtype=">u8")
-            ctr[:, 0] = int(nonce)
-            ctr[:, 1] = np.arange(blocks, dtype=np.uint64)
+        out = np.empty(nbytes + 31, dtype=np.uint8)
+        if nbytes:
+            blocks = -(-nbytes // 16)
+            nonce_be = int.from_bytes(int(nonce).to_bytes(8, "big"), "little")
             with self._lock:
-                self._ecb.update_into(ctr.tobytes(), memoryview(out))
+                ctr = self._ctr[:blocks]
+                ctr[:, 0] = nonce_be
+                self._ecb.update_into(memoryview(ctr).cast("B"), memoryview(out)[:blocks * 16 + 15])
         return out[:nbytes]
