@@ -89,3 +89,37 @@ def test_argmax_rows_for_prediction():
     assert np.array_equal(hot.argmax(1), z.argmax(1))
     assert np.array_equal(hot.sum(1), np.ones(50))
     assert rt.contexts[0].channel.stats.rounds == 12
+
+
+@given(st.integers(1, 12), st.integers(2, 16), st.data())
+def test_tournament_max_equals_all_pairs(rows, k, data):
+    """The tournament (large inputs) gives the same max and first-maximal one-hot as
+    all-pairs, ties included, with ceil(log2 k) levels of 8 rounds."""
+    from ss_engine.protocols import compare
+    x = data.draw(hnp.arrays(np.int64, (rows, k), elements=st.integers(-4, 4))) << 16
+    old = compare.TREE_MIN_ELEMENTS
+    compare.TREE_MIN_ELEMENTS = 0
+    try:
+        rt = make_runtime()
+        r0, r1 = rt.run_same(lambda c, v: P.max_s(c, v, axis=1, return_onehot=True), rt.share_ring(x))
+        rounds = rt.contexts[0].channel.stats.rounds
+    finally:
+        compare.TREE_MIN_ELEMENTS = old
+    assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
+    assert np.array_equal(r0[1] + r1[1], np.eye(k, dtype=np.int64)[x.argmax(axis=1)])
+    if k > 2:
+        assert rounds == 8 * int(np.ceil(np.log2(k)))
+
+
+def test_large_pools_take_the_tournament():
+    """A 2x2 pool over >= TREE_MIN_ELEMENTS values: 2 levels of 8 rounds, 3 comparisons per
+    window instead of 6, and exact on values near the comparison bound."""
+    from ss_engine.protocols.compare import TREE_MIN_ELEMENTS
+    rng = np.random.default_rng(5)
+    x = rng.integers(-(1 << 61), 1 << 61, (TREE_MIN_ELEMENTS // 4, 4)).astype(np.int64)
+    x[:4] = [[0, 0, 0, 0], [-1, 0, 1, 0], [(1 << 61), -(1 << 61), 0, 1], [5, 5, 7, 7]]
+    rt = make_runtime()
+    r0, r1 = rt.run_same(lambda c, v: P.max_s(c, v, axis=1, return_onehot=True), rt.share_ring(x))
+    assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
+    assert np.array_equal(r0[1] + r1[1], np.eye(4, dtype=np.int64)[x.argmax(axis=1)])
+    assert rt.contexts[0].channel.stats.rounds == 16

@@ -155,6 +155,9 @@ def lt_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 _BLOCK = 8
+#: from this many elements on, max over short rows runs as a tournament (half the
+#: comparisons of all-pairs for a 2x2 pool, more rounds): large inputs are bound by compute
+TREE_MIN_ELEMENTS = 1 << 14
 
 
 def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
@@ -194,8 +197,57 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     return mx, onehot.reshape(rows, k) if want_onehot else None
 
 
+def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
+    """Max over the last axis of x (R, k) by a tournament: ceil(log2 k) levels, each one
+    comparison per pair of candidates (k - 1 comparisons per row in all; all-pairs needs
+    k (k - 1) / 2).  The left candidate wins ties, so the winner is the first maximal index.
+
+    Each level: open L - R (masked, with the comparison) and the candidates' one-hots over
+    their subtrees; b = [L >= R]; max = R + b (L - R), one-hot = (b hot_L, hot_R - b hot_R),
+    the products fused into the B2A (``b2a_select_s``).  Rounds per level: 1 +
+    ceil(log2(m-1)) + 1 (8 for m = 64): 16 for a 2x2 pool.
+    """
+    rows, k = x.shape
+    cand, hots, first = x, [None] * k, True   # hots[i]: candidate i's one-hot over its subtree
+    while cand.shape[1] > 1:
+        c = cand.shape[1]
+        p = c // 2
+        left, right = cand[:, 0:2 * p:2], cand[:, 1:2 * p:2]
+        d = np.ascontiguousarray((left - right).reshape(-1))
+        extras = [d]
+        if want_onehot and not first:
+            # both sides' one-hots, zero-padded to a common width (only a carried odd
+            # candidate has a smaller subtree)
+            widths = [(hots[2 * j].shape[1], hots[2 * j + 1].shape[1]) for j in range(p)]
+            wmax = max(max(w) for w in widths)
+            extras += [np.ascontiguousarray(np.stack(
+                [np.pad(hots[2 * j + side], ((0, 0), (0, wmax - widths[j][side]))) for j in range(p)],
+                axis=1).reshape(rows * p, wmax)) for side in (0, 1)]
+        msb, ops = msb_xor_s(ctx, d, extra=extras)
+        b, sels = b2a_select_s(ctx, flip_xor(ctx, msb), rows * p, ops)
+        new = right + sels[0].reshape(rows, p)
+        new_hots = []
+        if want_onehot and first:   # subtrees of one element: the one-hot is (b, 1 - b)
+            one = 1 if ctx.rank == 0 else 0
+            bb = b.reshape(rows, p)
+            new_hots = [np.stack([bb[:, j], one - bb[:, j]], axis=1) for j in range(p)]
+        elif want_onehot:
+            bl, br = (sel.reshape(rows, p, -1) for sel in sels[1:])
+            new_hots = [np.concatenate([bl[:, j, :wl], hots[2 * j + 1] - br[:, j, :wr]], axis=1)
+                        for j, (wl, wr) in enumerate(widths)]
+        if c % 2:
+            new = np.concatenate([new, cand[:, c - 1:]], axis=1)
+            carried = hots[c - 1]
+            new_hots.append(carried if carried is not None or not want_onehot else
+                            np.full((rows, 1), 1 if ctx.rank == 0 else 0, np.int64))
+        cand, hots, first = new, new_hots, False
+    return cand[:, 0], (hots[0] if want_onehot else None)
+
+
 def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     rows, k = x.shape
+    if 2 < k <= 2 * _BLOCK and rows * k >= TREE_MIN_ELEMENTS:
+        return _max_tree(ctx, x, want_onehot)
     if k <= 2 * _BLOCK:
         return _max_rows(ctx, x, want_onehot)
     blocks = -(-k // _BLOCK)
