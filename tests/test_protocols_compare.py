@@ -45,10 +45,11 @@ def test_drelu_rounds_and_bytes_for_64_bit_values():
     rt.run_same(P.relu_s, rt.share_ring(x))
     s = rt.contexts[0].channel.stats
     words = -(-n // 64)
-    # round 1: c and the masked x (8 + 8 bytes per element); 6 tree levels over 63 bits,
-    # 3 words per AND pair (left opened once for two ANDs), 2 at the last level; B2A: 1 word
-    tree_words = 3 * (31 + 16 + 8 + 4 + 2) + 2
-    assert s.rounds == 8
+    # round 1: c and the masked x (8 + 8 bytes per element); the first level over 63 bits is
+    # local (dealer pairs), then 5 levels over 32 rows, 3 words per AND pair (left opened
+    # once for two ANDs), 2 at the last level; B2A: 1 word
+    tree_words = 3 * (16 + 8 + 4 + 2) + 2
+    assert s.rounds == 7
     assert s.bytes_sent == 16 * n + 8 * words * (tree_words + 1)
 
 
@@ -78,8 +79,8 @@ def test_max_along_other_axis_and_rounds():
     rt = make_runtime()
     mx = opened(rt.run_same(lambda c, v: P.max_s(c, v, axis=1), rt.share_ring(x)))
     assert np.array_equal(mx, x.max(axis=1))
-    # all pairs of 4: 1 opening + 6 tree + ceil(log2 3) = 2 AND rounds + 1 B2A
-    assert rt.contexts[0].channel.stats.rounds == 10
+    # all pairs of 4: 1 opening + 5 tree + ceil(log2 3) = 2 AND rounds + 1 B2A
+    assert rt.contexts[0].channel.stats.rounds == 9
 
 
 def test_argmax_rows_for_prediction():
@@ -88,13 +89,13 @@ def test_argmax_rows_for_prediction():
     hot = opened(rt.run_same(P.argmax_s, rt.share_float(z)))
     assert np.array_equal(hot.argmax(1), z.argmax(1))
     assert np.array_equal(hot.sum(1), np.ones(50))
-    assert rt.contexts[0].channel.stats.rounds == 12
+    assert rt.contexts[0].channel.stats.rounds == 11
 
 
 @given(st.integers(1, 12), st.integers(2, 16), st.data())
 def test_tournament_max_equals_all_pairs(rows, k, data):
     """The tournament (large inputs) gives the same max and first-maximal one-hot as
-    all-pairs, ties included, with ceil(log2 k) levels of 8 rounds."""
+    all-pairs, ties included, with ceil(log2 k) levels of 7 rounds."""
     from ss_engine.protocols import compare
     x = data.draw(hnp.arrays(np.int64, (rows, k), elements=st.integers(-4, 4))) << 16
     old = compare.TREE_MIN_ELEMENTS
@@ -108,11 +109,11 @@ def test_tournament_max_equals_all_pairs(rows, k, data):
     assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
     assert np.array_equal(r0[1] + r1[1], np.eye(k, dtype=np.int64)[x.argmax(axis=1)])
     if k > 2:
-        assert rounds == 8 * int(np.ceil(np.log2(k)))
+        assert rounds == 7 * int(np.ceil(np.log2(k)))
 
 
 def test_large_pools_take_the_tournament():
-    """A 2x2 pool over >= TREE_MIN_ELEMENTS values: 2 levels of 8 rounds, 3 comparisons per
+    """A 2x2 pool over >= TREE_MIN_ELEMENTS values: 2 levels of 7 rounds, 3 comparisons per
     window instead of 6, and exact on values near the comparison bound."""
     from ss_engine.protocols.compare import TREE_MIN_ELEMENTS
     rng = np.random.default_rng(5)
@@ -122,4 +123,4 @@ def test_large_pools_take_the_tournament():
     r0, r1 = rt.run_same(lambda c, v: P.max_s(c, v, axis=1, return_onehot=True), rt.share_ring(x))
     assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
     assert np.array_equal(r0[1] + r1[1], np.eye(4, dtype=np.int64)[x.argmax(axis=1)])
-    assert rt.contexts[0].channel.stats.rounds == 16
+    assert rt.contexts[0].channel.stats.rounds == 14

@@ -163,7 +163,9 @@ class TruncSpec(MaterialSpec):
 
 @dataclass(frozen=True)
 class CmpSpec(MaterialSpec):
-    """Comparison mask: r (additive) and the bits of r mod 2^bits, bit-sliced and XOR-shared."""
+    """Comparison mask: r (additive), the bits of r mod 2^bits bit-sliced and XOR-shared, and
+    the ANDs of adjacent bit pairs r_2j & r_2j+1 below the top bit (``r_pairs``), which make
+    the comparator's first level local."""
 
     n: int
     bits: int
@@ -173,10 +175,13 @@ class CmpSpec(MaterialSpec):
         return (Field("r", (self.n,), RING),)
 
     def corrected_fields(self):
-        return (Field("r_bits", (self.bits, words_for(self.n)), WORDS),)
+        return (Field("r_bits", (self.bits, words_for(self.n)), WORDS),
+                Field("r_pairs", ((self.bits - 1) // 2, words_for(self.n)), WORDS))
 
     def compute(self, values, resolve):
-        return {"r_bits": kernels.bit_slices(values["r"], self.bits)}
+        r_bits = kernels.bit_slices(values["r"], self.bits)
+        pairs = (self.bits - 1) // 2
+        return {"r_bits": r_bits, "r_pairs": r_bits[0:2 * pairs:2] & r_bits[1:2 * pairs:2]}
 
     def to_wire(self):
         return {"kind": self.kind, "n": self.n, "bits": self.bits}

@@ -1,20 +1,24 @@
 """Secure comparison: MSB / DReLU / ReLU / max / argmax with dealer material.
 
 ``msb_xor_s`` (most significant bit in Z_2^m, m = ``ProtocolConfig.cmp_bits``):
-  1. Dealer: mask r (seed-expanded) and the m bits of r mod 2^m, bit-sliced and XOR-shared.
+  1. Dealer: mask r (seed-expanded), the m bits of r mod 2^m, bit-sliced and XOR-shared,
+     and the ANDs of adjacent pairs of the low m-1 bits, r_2j & r_2j+1.
   2. Open c = x + r mod 2^m (1 round, 8 bytes per element per party).
   3. x = c - r, so msb(x) = c_{m-1} ^ r_{m-1} ^ [c_low < r_low] over the m-1 low bits.
      [c_low < r_low] with public c is a log-depth tree on bit-packed words: leaves
      lt_i = ~c_i & r_i and eq_i = ~(c_i ^ r_i) are local; each level combines
-     (hi, lo) -> (lt_hi ^ (eq_hi & lt_lo), eq_hi & eq_lo) with one fan-out-2 AND round
-     (eq_hi opened once).  ceil(log2(m-1)) rounds: 6 for m = 64.
+     (hi, lo) -> (lt_hi ^ (eq_hi & lt_lo), eq_hi & eq_lo).  On the first level every AND
+     has a public factor except r_lo & r_hi, which the dealer supplies, so it is local;
+     each further level is one fan-out-2 AND round (eq_hi opened once):
+     ceil(log2(ceil((m-1)/2))) rounds, 5 for m = 64.
   Exact for every x with |x| < 2^(m-1), i.e. every ring element for m = 64.
 ``b2a_select_s``: dealer bit rho shared both ways; open e = b ^ rho (1 round, 1 bit per
 element); [b] = e + (1 - 2e)[rho].  Each secret y to be multiplied by b was masked and
 opened in step 2 (Y - A), and the dealer supplies A*rho, so y*b = e*y + (1-2e)(D rho + A rho)
 costs no further round (the select fused into the B2A).
-DReLU / ReLU: 1 + 6 + 1 = 8 rounds for m = 64 (the bar).  Bytes per element per party:
-8 (c) + 8 per fused multiplicand + 3 bits per tree node + 1 bit, about 8 + 8 + 24 + 1.
+DReLU / ReLU: 1 + 5 + 1 = 7 rounds for m = 64.  Bytes per element per party: 8 (c) + 8
+per fused multiplicand + 3 bits per tree node from the second level on + 1 bit, about
+8 + 8 + 12 + 1.
 References: Catrina & de Hoogh (2010) comparison with a masked opening; ABY (Demmler et
 al. 2015) bit injection; the tree is the standard log-depth comparator.
 """
@@ -52,10 +56,27 @@ def flip_xor(ctx: PartyContext, words: np.ndarray) -> np.ndarray:
     return words ^ _ONES if ctx.rank == 0 else words
 
 
-def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray) -> np.ndarray:
-    """XOR share of [c < r] over the rows (LSB first) of public c and shared r (bit-sliced)."""
-    lt = ~c_bits & r_bits
-    eq = r_bits ^ ~c_bits if ctx.rank == 0 else r_bits.copy()
+def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray,
+                      r_pairs: np.ndarray) -> np.ndarray:
+    """XOR share of [c < r] over the rows (LSB first) of public c and shared r (bit-sliced);
+    ``r_pairs`` row j = r_2j & r_2j+1 (dealer), which makes the first level local."""
+    rows = c_bits.shape[0]
+    nc = ~c_bits
+    # first level, per pair (lo, hi) = (2j, 2j+1), with C = ~c public and p = r_lo & r_hi:
+    #   lt' = lt_hi ^ (eq_hi & lt_lo) = (C_hi & r_hi) ^ (C_lo & (p ^ (C_hi & r_lo)))
+    #   eq' = eq_hi & eq_lo = p ^ (C_lo & r_hi) ^ (C_hi & r_lo) ^ (C_hi & C_lo)
+    # (eq_i = r_i ^ C_i, lt_i = C_i & r_i): linear in the shares, no round.
+    pairs = rows // 2
+    lo, hi = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
+    c_lo, c_hi, r_lo, r_hi = nc[lo], nc[hi], r_bits[lo], r_bits[hi]
+    lt = (c_hi & r_hi) ^ (c_lo & (r_pairs ^ (c_hi & r_lo)))
+    eq = r_pairs ^ (c_lo & r_hi) ^ (c_hi & r_lo)
+    if ctx.rank == 0:
+        eq ^= c_hi & c_lo
+    if rows % 2:  # the top row has no partner: its leaf goes up as it is
+        lt = np.concatenate([lt, nc[rows - 1:] & r_bits[rows - 1:]])
+        eq = np.concatenate([eq, r_bits[rows - 1:] ^ nc[rows - 1:] if ctx.rank == 0
+                             else r_bits[rows - 1:]])
     while lt.shape[0] > 1:
         rows = lt.shape[0]
         pairs = rows // 2
@@ -89,7 +110,7 @@ def cmp_finish(ctx: PartyContext, mat: Material, c: np.ndarray, m: int) -> np.nd
         c = c & np.int64((1 << m) - 1)
     c_bits = kernels.bit_slices(c, m)
     r_bits = mat["r_bits"]
-    borrow = _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1])
+    borrow = _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1], mat["r_pairs"])
     msb = borrow ^ r_bits[m - 1]
     return msb ^ c_bits[m - 1] if ctx.rank == 0 else msb
 
@@ -131,7 +152,7 @@ def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
 
 
 def drelu_s(ctx: PartyContext, x: np.ndarray) -> np.ndarray:
-    """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 8 (m = 64)."""
+    """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 7 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     msb, _ = msb_xor_s(ctx, x)
     b, _ = b2a_select_s(ctx, flip_xor(ctx, msb), x.size)
@@ -139,7 +160,7 @@ def drelu_s(ctx: PartyContext, x: np.ndarray) -> np.ndarray:
 
 
 def relu_s(ctx: PartyContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 8 (m = 64)."""
+    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 7 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     msb, (xm,) = msb_xor_s(ctx, x, extra=[x.ravel()])
     b, (y,) = b2a_select_s(ctx, flip_xor(ctx, msb), x.size, [xm])
@@ -147,7 +168,7 @@ def relu_s(ctx: PartyContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lt_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 8."""
+    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 7 (m = 64)."""
     d = np.asarray(x, dtype=np.int64) - np.asarray(y, dtype=np.int64)
     msb, _ = msb_xor_s(ctx, d)
     b, _ = b2a_select_s(ctx, msb, d.size)
@@ -164,8 +185,8 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     """Max over the last axis of x (R, k) with k <= 16 by all-pairs comparison.
 
     Winner i beats j > i with x_i >= x_j and j < i with x_i > x_j, so exactly one index
-    wins (the first maximal one, like torch.argmax).  Rounds: 1 + ceil(log2(m-1)) +
-    ceil(log2(k-1)) + 1: 12 for k = 10, 10 for a 2x2 pool.
+    wins (the first maximal one, like torch.argmax).  Rounds: 1 + ceil(log2(ceil((m-1)/2)))
+    + ceil(log2(k-1)) + 1: 11 for k = 10, 9 for a 2x2 pool.
     """
     rows, k = x.shape
     if k == 1:
@@ -205,7 +226,7 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     Each level: open L - R (masked, with the comparison) and the candidates' one-hots over
     their subtrees; b = [L >= R]; max = R + b (L - R), one-hot = (b hot_L, hot_R - b hot_R),
     the products fused into the B2A (``b2a_select_s``).  Rounds per level: 1 +
-    ceil(log2(m-1)) + 1 (8 for m = 64): 16 for a 2x2 pool.
+    ceil(log2(ceil((m-1)/2))) + 1 (7 for m = 64): 14 for a 2x2 pool.
     """
     rows, k = x.shape
     cand, hots, first = x, [None] * k, True   # hots[i]: candidate i's one-hot over its subtree

@@ -7,11 +7,11 @@ knows needs no new opening — the dealer supplies [r_msb * m] and [r_hi * m].
 ``trunc_relu_s`` (Linear/Conv output -> ReLU):
   1. One message opens both the truncation mask c_t = z + 2^62 + r and the comparison mask
      c = z + r' of the *untruncated* z (same sign as the result).
-  2. The comparator tree (ceil(log2(m-1)) rounds) gives XOR shares of [z >= 0].
+  2. The comparator tree (ceil(log2(ceil((m-1)/2))) rounds) gives XOR shares of [z >= 0].
   3. B2A with dealer bit rho (1 round): b = e + (1 - 2e) rho; then
      relu = trunc(z) * b = public * b + coeff * (r_msb b) - (r_hi b), where
      s * b = e s + (1 - 2e)(s rho) and the dealer supplies s * rho.
-  Rounds: 1 + 6 + 1 = 8 for m = 64 (unfused truncation + ReLU: 9).  Bytes per element per
+  Rounds: 1 + 5 + 1 = 7 for m = 64 (unfused truncation + ReLU: 8).  Bytes per element per
   party: 8 + 8 + tree + 1 bit (unfused: 8 + 8 + 8 + tree + 1 bit).
 ``trunc_many_mul_s`` (backward: trunc(dX) * DReLU bit, the bit opened in forward as F = b - B):
   s * b = F s + [s * B] for s in {r_msb, r_hi}: the truncation round is the only round.
