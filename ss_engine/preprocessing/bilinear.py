@@ -15,7 +15,9 @@ BILINEAR_OPS = ("mul", "matmul", "conv", "conv_wgrad", "conv_dgrad")
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return kernels.ring_matmul_any(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    # no forced copies: the kernel wrapper makes a and b^T contiguous itself, so a transposed
+    # view for b (W^T, the weights in torch layout) costs nothing
+    return kernels.ring_matmul_any(a, b)
 
 
 def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool = False,
@@ -39,11 +41,11 @@ def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool =
     if op == "conv":
         kh, kw, stride, pad = conv
         cols = kernels.im2col(np.ascontiguousarray(a), kh, kw, stride, pad)
-        return _matmul(cols, np.ascontiguousarray(b.reshape(b.shape[0], -1).T))
+        return _matmul(cols, b.reshape(b.shape[0], -1).T)
     if op == "conv_wgrad":
         kh, kw, stride, pad = conv
         cols = kernels.im2col(np.ascontiguousarray(b), kh, kw, stride, pad)
-        return _matmul(np.ascontiguousarray(a.T), cols)
+        return _matmul(a.T, cols)
     if op == "conv_dgrad":
-        return _matmul(a, np.ascontiguousarray(b.reshape(b.shape[0], -1)))
+        return _matmul(a, b.reshape(b.shape[0], -1))
     raise ValueError(f"unknown bilinear op {op!r}")
