@@ -147,6 +147,10 @@ def test_im2col_col2im_match_numpy(data, case):
     x = ring_array(data, shape, "x")
     cols = K.im2col(x, kh, kw, stride, padding)
     np.testing.assert_array_equal(cols, K.im2col_np(x, kh, kw, stride, padding))
+    cols_t = K.im2col_t(x, kh, kw, stride, padding)
+    assert cols_t.flags.c_contiguous
+    np.testing.assert_array_equal(cols_t, K.im2col_t_np(x, kh, kw, stride, padding))
+    np.testing.assert_array_equal(cols_t, cols.T)
     y = ring_array(data, cols.shape, "y")
     back = K.col2im(y, shape, kh, kw, stride, padding)
     assert back.dtype == np.int64 and back.shape == shape
@@ -190,6 +194,10 @@ def test_im2col_col2im_lenet_shapes_both_paths(shape, kh, kw, stride, padding):
         out = np.empty_like(want)
         driver(x, out, kh, kw, sh, sw, ph, pw, oh, ow)
         np.testing.assert_array_equal(out, want)
+    for driver in (kconv._im2col_t_par, kconv._im2col_t_ser):
+        out = np.empty(want.shape[::-1], dtype=np.int64)
+        driver(x, out, kh, kw, sh, sw, ph, pw, oh, ow)
+        np.testing.assert_array_equal(out, want.T)
     y = rng.integers(I64_MIN, I64_MAX, want.shape, dtype=np.int64, endpoint=True)
     want_back = K.col2im_np(y, shape, kh, kw, stride, padding)
     for driver in (kconv._col2im_par, kconv._col2im_ser):

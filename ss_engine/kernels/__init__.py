@@ -6,7 +6,8 @@ Elementwise ring arithmetic is plain numpy on int64 and is not wrapped here, exc
 truncation's loops, which run on every tensor of a training step.
 
 * :mod:`.matmul`  ``ring_matmul``, ``ring_matmul_batched``, ``ring_matmul_any``
-* :mod:`.conv`    ``im2col``, ``col2im`` (torch weight layout), ``conv_output_hw``
+* :mod:`.conv`    ``im2col`` (and ``im2col_t``, its transpose), ``col2im`` (torch weight
+  layout), ``conv_output_hw``
 * :mod:`.bits`    ``pack_bits``, ``unpack_bits``, ``bit_slices``, ``from_bit_slices``
 * :mod:`.trunc`   ``trunc_split``, ``trunc_open_parts`` (the exact truncation's one-pass loops)
 * :mod:`._runtime`  threading layer and per-call scheduling (``runtime_info``); importing
@@ -15,7 +16,7 @@ truncation's loops, which run on every tensor of a training step.
 from ._runtime import NUM_THREADS_ENV, KernelRuntimeInfo, runtime_info
 from .bits import (bit_slices, bit_slices_np, from_bit_slices, from_bit_slices_np, pack_bits,
                    pack_bits_np, unpack_bits, unpack_bits_np, words_for)
-from .conv import col2im, col2im_np, conv_output_hw, im2col, im2col_np
+from .conv import col2im, col2im_np, conv_output_hw, im2col, im2col_np, im2col_t, im2col_t_np
 from .matmul import (ring_matmul, ring_matmul_any, ring_matmul_any_np, ring_matmul_batched,
                      ring_matmul_batched_np, ring_matmul_np)
 from .trunc import trunc_open_parts, trunc_open_parts_np, trunc_split, trunc_split_np
@@ -26,7 +27,7 @@ __all__ = [
     "ring_matmul_batched", "ring_matmul_batched_np",
     "ring_matmul_any", "ring_matmul_any_np",
     # convolution lowering
-    "im2col", "im2col_np", "col2im", "col2im_np", "conv_output_hw",
+    "im2col", "im2col_np", "im2col_t", "im2col_t_np", "col2im", "col2im_np", "conv_output_hw",
     # bit packing / slicing
     "pack_bits", "pack_bits_np", "unpack_bits", "unpack_bits_np",
     "bit_slices", "bit_slices_np", "from_bit_slices", "from_bit_slices_np", "words_for",

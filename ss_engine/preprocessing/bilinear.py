@@ -44,8 +44,9 @@ def apply_bilinear(op: str, a: np.ndarray, b: np.ndarray, transpose_left: bool =
         return _matmul(cols, b.reshape(b.shape[0], -1).T)
     if op == "conv_wgrad":
         kh, kw, stride, pad = conv
-        cols = kernels.im2col(np.ascontiguousarray(b), kh, kw, stride, pad)
-        return _matmul(a.T, cols)
+        # the kernel wants the right operand transposed: build it that way (no copy)
+        cols_t = kernels.im2col_t(np.ascontiguousarray(b), kh, kw, stride, pad)
+        return _matmul(a.T, cols_t.T)
     if op == "conv_dgrad":
         return _matmul(a, b.reshape(b.shape[0], -1))
     raise ValueError(f"unknown bilinear op {op!r}")
