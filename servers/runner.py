@@ -53,6 +53,14 @@ class Live:
     channel: dict = field(default_factory=dict)
     dealer: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # the run's first WARM_STEPS steps (warm-up: kernels load; the dealer has nothing ahead
+    # until party 1 has announced the step's schedule, after the first step)
+    first_step_seconds: float | None = None   # time to the end of the warm-up steps
+    first_step: int = 0                       # the step count there
+
+
+#: steps of a run that the steady-state figures leave out
+WARM_STEPS = 2
 
 
 class _Fatal(Exception):
@@ -203,6 +211,7 @@ class JobRunner(threading.Thread):
         every = self.cfg.checkpoint_every
         self._set(rec, "running", f"resumed from step {step}" if step else "running")
         lv.step, lv.started = step, time.monotonic()
+        lv.first_step_seconds, lv.first_step = None, 0
         stats0 = ch.stats.snapshot()
 
         def on_step(s, epoch, st, py):
@@ -213,11 +222,12 @@ class JobRunner(threading.Thread):
                 self.store.save_checkpoint(rec.job, st)
             lv.channel = ch.stats.minus(stats0).as_dict()
             lv.seconds = time.monotonic() - lv.started
+            if lv.first_step_seconds is None and s + 1 - step >= WARM_STEPS:
+                lv.first_step_seconds, lv.first_step = lv.seconds, s + 1
             if self.stop_event.is_set():
                 raise ChannelClosed("server shutting down")
-        t0 = time.monotonic()
         train_party(ctx, x, y, job, state, on_step)
-        lv.seconds = time.monotonic() - t0
+        lv.seconds = time.monotonic() - lv.started
         ch.exchange([np.array([state.step], np.int64)], label="finish")
         self.store.save_result(rec.job, state.params)
         self._set(rec, "done", "finished")
