@@ -43,18 +43,24 @@ class ProtocolConfig:
 
     cmp_bits: comparisons work in Z_2^cmp_bits; exact for every |x| < 2**(cmp_bits-1) raw
         units.  64 covers every ring element (two's complement sign).
+    pool_cmp_bits: the ring of max-pooling's comparisons, which compare differences of two
+        activations: exact while |x_i - x_j| < 2**(pool_cmp_bits-1) raw units, 2**23 (8.4
+        million) in real units at f = 16 for the default 40.  Max-pooling dominates a CNN's
+        comparisons, and their cost grows with the width.
     exp_iterations: squarings of the limit approximation exp(x) = (1 + x/2^n)^(2^n).
     recip_iterations: cap on Newton-Raphson steps for 1/x (the protocol picks the fewest
         steps that reach its target precision on the documented interval).
     """
 
     cmp_bits: int = 64
+    pool_cmp_bits: int = 40
     exp_iterations: int = 8
     recip_iterations: int = 8
 
     def __post_init__(self) -> None:
-        if not 8 <= self.cmp_bits <= 64:
-            raise ValueError(f"cmp_bits must be in [8, 64], got {self.cmp_bits}")
+        if not 8 <= self.cmp_bits <= 64 or not 8 <= self.pool_cmp_bits <= 64:
+            raise ValueError(f"cmp_bits and pool_cmp_bits must be in [8, 64], got "
+                             f"{self.cmp_bits}, {self.pool_cmp_bits}")
         if not 1 <= self.exp_iterations <= 16:
             raise ValueError("exp_iterations must be in [1, 16]")
         if not 1 <= self.recip_iterations <= 20:

@@ -124,3 +124,24 @@ def test_large_pools_take_the_tournament():
     assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
     assert np.array_equal(r0[1] + r1[1], np.eye(4, dtype=np.int64)[x.argmax(axis=1)])
     assert rt.contexts[0].channel.stats.rounds == 14
+
+
+@pytest.mark.parametrize("bits", [40, 64])
+def test_max_in_a_narrower_ring_is_exact_within_its_bound(bits):
+    """max_s(bits=m) (max-pooling's ring) is exact while every difference is below
+    2^(m-1): values spread over [-2^(m-2), 2^(m-2)) with ties, both algorithms."""
+    from ss_engine.protocols import compare
+    rng = np.random.default_rng(bits)
+    x = rng.integers(-(1 << (bits - 2)), 1 << (bits - 2), (700, 4)).astype(np.int64)
+    x[:3] = [[(1 << (bits - 2)) - 1, -(1 << (bits - 2)), 0, 0], [3, 3, 3, 3], [-1, 0, -1, 0]]
+    for tree_from in (0, 1 << 60):
+        old = compare.TREE_MIN_ELEMENTS
+        compare.TREE_MIN_ELEMENTS = tree_from
+        try:
+            rt = make_runtime()
+            r0, r1 = rt.run_same(lambda c, v: P.max_s(c, v, axis=1, return_onehot=True, bits=bits),
+                                 rt.share_ring(x))
+        finally:
+            compare.TREE_MIN_ELEMENTS = old
+        assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
+        assert np.array_equal(r0[1] + r1[1], np.eye(4, dtype=np.int64)[x.argmax(axis=1)])

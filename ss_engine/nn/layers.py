@@ -227,7 +227,9 @@ class MaxPool2d(Module):
             raise ValueError(f"MaxPool2d wants (N, C, H, W), got {x.shape}")
         n, c, h, w = x.shape
         self._shape = x.shape
-        mx, hot = max_s(x.ctx, _windows(x.share, self.k), axis=-1, return_onehot=True)
+        # differences of activations: the narrower pooling ring (ProtocolConfig.pool_cmp_bits)
+        mx, hot = max_s(x.ctx, _windows(x.share, self.k), axis=-1, return_onehot=True,
+                        bits=x.ctx.config.protocol.pool_cmp_bits)
         self._hot, self._hot_op = hot, None
         state.defer(hot, self)
         return SharedTensor(x.ctx, mx.reshape(n, c, h // self.k, w // self.k))

@@ -181,7 +181,7 @@ _BLOCK = 8
 TREE_MIN_ELEMENTS = 1 << 14
 
 
-def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
+def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | None = None):
     """Max over the last axis of x (R, k) with k <= 16 by all-pairs comparison.
 
     Winner i beats j > i with x_i >= x_j and j < i with x_i > x_j, so exactly one index
@@ -193,7 +193,7 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
         return x[:, 0].copy(), (np.full((rows, 1), 1 if ctx.rank == 0 else 0, np.int64))
     ii, jj = np.triu_indices(k, 1)
     diffs = x[:, ii] - x[:, jj]                       # (R, P): msb = [x_i < x_j]
-    msb, (xm,) = msb_xor_s(ctx, diffs, extra=[x.ravel()])
+    msb, (xm,) = msb_xor_s(ctx, diffs, extra=[x.ravel()], bits=bits)
     p = ii.size
     less = unpack_bits(msb[None, :], rows * p)[0].reshape(rows, p)
     geq = less ^ 1 if ctx.rank == 0 else less
@@ -218,7 +218,7 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     return mx, onehot.reshape(rows, k) if want_onehot else None
 
 
-def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
+def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | None = None):
     """Max over the last axis of x (R, k) by a tournament: ceil(log2 k) levels, each one
     comparison per pair of candidates (k - 1 comparisons per row in all; all-pairs needs
     k (k - 1) / 2).  The left candidate wins ties, so the winner is the first maximal index.
@@ -237,14 +237,15 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
         d = np.ascontiguousarray((left - right).reshape(-1))
         extras = [d]
         if want_onehot and not first:
-            # both sides' one-hots, zero-padded to a common width (only a carried odd
-            # candidate has a smaller subtree)
+            # a one-hot sums to one, so b times its last entry is b minus b times the others:
+            # open all but the last column of each side (zero-padded to a common width; only
+            # a carried odd candidate has a smaller subtree)
             widths = [(hots[2 * j].shape[1], hots[2 * j + 1].shape[1]) for j in range(p)]
-            wmax = max(max(w) for w in widths)
+            wmax = max(max(w) for w in widths) - 1
             extras += [np.ascontiguousarray(np.stack(
-                [np.pad(hots[2 * j + side], ((0, 0), (0, wmax - widths[j][side]))) for j in range(p)],
-                axis=1).reshape(rows * p, wmax)) for side in (0, 1)]
-        msb, ops = msb_xor_s(ctx, d, extra=extras)
+                [np.pad(hots[2 * j + side][:, :-1], ((0, 0), (0, wmax - widths[j][side] + 1)))
+                 for j in range(p)], axis=1).reshape(rows * p, wmax)) for side in (0, 1)]
+        msb, ops = msb_xor_s(ctx, d, extra=extras, bits=bits)
         b, sels = b2a_select_s(ctx, flip_xor(ctx, msb), rows * p, ops)
         new = right + sels[0].reshape(rows, p)
         new_hots = []
@@ -253,9 +254,14 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
             bb = b.reshape(rows, p)
             new_hots = [np.stack([bb[:, j], one - bb[:, j]], axis=1) for j in range(p)]
         elif want_onehot:
+            bb = b.reshape(rows, p)
             bl, br = (sel.reshape(rows, p, -1) for sel in sels[1:])
-            new_hots = [np.concatenate([bl[:, j, :wl], hots[2 * j + 1] - br[:, j, :wr]], axis=1)
-                        for j, (wl, wr) in enumerate(widths)]
+            for j, (wl, wr) in enumerate(widths):
+                left = bl[:, j, :wl - 1]
+                right_b = br[:, j, :wr - 1]
+                b_left = np.concatenate([left, (bb[:, j] - left.sum(axis=1))[:, None]], axis=1)
+                b_right = np.concatenate([right_b, (bb[:, j] - right_b.sum(axis=1))[:, None]], axis=1)
+                new_hots.append(np.concatenate([b_left, hots[2 * j + 1] - b_right], axis=1))
         if c % 2:
             new = np.concatenate([new, cand[:, c - 1:]], axis=1)
             carried = hots[c - 1]
@@ -265,20 +271,21 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     return cand[:, 0], (hots[0] if want_onehot else None)
 
 
-def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
+def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | None = None):
     rows, k = x.shape
     if 2 < k <= 2 * _BLOCK and rows * k >= TREE_MIN_ELEMENTS:
-        return _max_tree(ctx, x, want_onehot)
+        return _max_tree(ctx, x, want_onehot, bits)
     if k <= 2 * _BLOCK:
-        return _max_rows(ctx, x, want_onehot)
+        return _max_rows(ctx, x, want_onehot, bits)
     blocks = -(-k // _BLOCK)
     pad = blocks * _BLOCK - k
     if pad:
         # padding with a large negative public constant keeps every difference in range
-        fill = -(1 << (ctx.config.protocol.cmp_bits - 3)) if ctx.rank == 0 else 0
+        m = ctx.config.protocol.cmp_bits if bits is None else int(bits)
+        fill = -(1 << (m - 3)) if ctx.rank == 0 else 0
         x = np.concatenate([x, np.full((rows, pad), fill, np.int64)], axis=1)
-    bmax, bhot = _max_rows(ctx, x.reshape(rows * blocks, _BLOCK), want_onehot)
-    mx, top = _max_any(ctx, bmax.reshape(rows, blocks), want_onehot)
+    bmax, bhot = _max_rows(ctx, x.reshape(rows * blocks, _BLOCK), want_onehot, bits)
+    mx, top = _max_any(ctx, bmax.reshape(rows, blocks), want_onehot, bits)
     if not want_onehot:
         return mx, None
     top_b = np.ascontiguousarray(np.repeat(top.reshape(rows * blocks, 1), _BLOCK, axis=1))
@@ -287,16 +294,18 @@ def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool):
     return mx, hot
 
 
-def max_s(ctx: PartyContext, x: np.ndarray, axis: int = -1, return_onehot: bool = False):
+def max_s(ctx: PartyContext, x: np.ndarray, axis: int = -1, return_onehot: bool = False,
+          bits: int | None = None):
     """Maximum along ``axis``; with ``return_onehot`` also the integer one-hot argmax.
 
-    Exact while all pairwise differences satisfy |x_i - x_j| < 2^(m-1).
+    Exact while all pairwise differences satisfy |x_i - x_j| < 2^(m-1), m = ``bits``
+    (default ``ProtocolConfig.cmp_bits``).
     """
     x = np.asarray(x, dtype=np.int64)
     moved = np.moveaxis(x, axis, -1)
     lead = moved.shape[:-1]
     flat = np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
-    mx, hot = _max_any(ctx, flat, return_onehot)
+    mx, hot = _max_any(ctx, flat, return_onehot, bits)
     mx = mx.reshape(lead)
     if not return_onehot:
         return mx
