@@ -7,8 +7,9 @@ Round structure of one training step (what the counters in the tests check):
   * an output gradient dY is opened once and used for both dW and dX;
   * ReLU bits and max-pool one-hots are opened with the next forward opening, so their
     backward products cost one round each;
-  * a Linear/Conv output feeding a ReLU is not truncated on its own: the ReLU truncates
-    and compares in one opening (``trunc_relu_s``); in backward the Linear/Conv input
+  * a Linear/Conv output feeding a ReLU (directly or through max-pools, which compare the
+    untruncated values in a ring widened by f) is not truncated on its own: the ReLU
+    truncates and compares in one opening (``trunc_relu_s``); in backward the Linear/Conv input
     gradient goes up untruncated and the ReLU truncates it and multiplies by its bit in one
     round (``trunc_many_mul_s``), which also truncates the pending weight gradients.
 """
@@ -227,12 +228,14 @@ class MaxPool2d(Module):
             raise ValueError(f"MaxPool2d wants (N, C, H, W), got {x.shape}")
         n, c, h, w = x.shape
         self._shape = x.shape
-        # differences of activations: the narrower pooling ring (ProtocolConfig.pool_cmp_bits)
-        mx, hot = max_s(x.ctx, _windows(x.share, self.k), axis=-1, return_onehot=True,
-                        bits=x.ctx.config.protocol.pool_cmp_bits)
+        # differences of activations: the narrower pooling ring (ProtocolConfig.pool_cmp_bits),
+        # widened by the extra fractional bits of an untruncated input
+        extra = x.frac_bits - x.ctx.frac_bits
+        bits = min(64, x.ctx.config.protocol.pool_cmp_bits + max(extra, 0))
+        mx, hot = max_s(x.ctx, _windows(x.share, self.k), axis=-1, return_onehot=True, bits=bits)
         self._hot, self._hot_op = hot, None
         state.defer(hot, self)
-        return SharedTensor(x.ctx, mx.reshape(n, c, h // self.k, w // self.k))
+        return SharedTensor(x.ctx, mx.reshape(n, c, h // self.k, w // self.k), x.frac_bits)
 
     def receive_opened(self, op):
         self._hot_op = op
@@ -310,7 +313,13 @@ class Sequential(Module):
         return x
 
     def _feeds_relu(self, i: int) -> bool:
-        return i + 1 < len(self.layers) and isinstance(self.layers[i + 1], ReLU)
+        """Whether layer i's output reaches a ReLU through max-pools only: it then stays
+        untruncated (max commutes with the truncation) and the ReLU truncates and compares
+        in one opening, on the pooled, k^2 times smaller tensor."""
+        j = i + 1
+        while j < len(self.layers) and isinstance(self.layers[j], MaxPool2d):
+            j += 1
+        return j < len(self.layers) and isinstance(self.layers[j], ReLU)
 
     def backward(self, dy: SharedTensor, need_input_grad: bool = False,
                  raw_weight_grads: bool = False):
