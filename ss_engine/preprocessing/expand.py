@@ -36,12 +36,13 @@ def expand_own(stream: CounterStream, rank: int, seq: int, spec: MaterialSpec) -
     return out
 
 
-def combine_field(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a + b if kind == RING else a ^ b
+def combine_field(kind: str, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.add(a, b, out=out) if kind == RING else np.bitwise_xor(a, b, out=out)
 
 
-def _split_off(kind: str, secret: np.ndarray, share0: np.ndarray) -> np.ndarray:
-    return secret - share0 if kind == RING else secret ^ share0
+def _split_off(kind: str, secret: np.ndarray, share0: np.ndarray,
+               out: np.ndarray | None = None) -> np.ndarray:
+    return np.subtract(secret, share0, out=out) if kind == RING else np.bitwise_xor(secret, share0, out=out)
 
 
 class DealerCore:
@@ -67,7 +68,9 @@ class DealerCore:
                 return hit[1]
         own0 = expand_own(self._streams[0], 0, seq, spec)
         own1 = expand_own(self._streams[1], 1, seq, spec)
-        values = {f.name: combine_field(f.kind, own0[f.name], own1[f.name]) for f in spec.random_fields()}
+        # party 1's expansion is the dealer's own scratch: the secrets are summed into it
+        values = {f.name: combine_field(f.kind, own0[f.name], own1[f.name], out=own1[f.name])
+                  for f in spec.random_fields()}
         values.update(spec.compute(values, self.resolve))
         result = (values, own0)
         if spec.kind not in self.REFERENCED_KINDS:
@@ -87,4 +90,7 @@ class DealerCore:
         if not fields:
             return {}
         values, own0 = self.secrets(seq, spec)
-        return {f.name: _split_off(f.kind, values[f.name], own0[f.name]) for f in fields}
+        # secrets of items nobody references again (not cached) are overwritten in place
+        scratch = spec.kind not in self.REFERENCED_KINDS
+        return {f.name: _split_off(f.kind, values[f.name], own0[f.name],
+                                   out=values[f.name] if scratch else None) for f in fields}
