@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -110,29 +111,45 @@ def test_bulk_cipher_mismatch_is_a_clear_error(pair):
 
 
 def test_stranger_on_the_data_port_is_dropped_not_fatal(pair):
-    """Anyone can open a TCP connection to the sealed data port; what they send fails
-    authentication, is counted and dropped, and the session goes on unharmed."""
+    """Anyone can open a TCP connection to party 0's data port while the session starts;
+    what they send fails authentication (or is nothing at all), the connection is closed and
+    counted, the real peer is accepted, and afterwards the port is closed."""
     make, *_ = pair
-    a, b = make()
-    _run_both(a.open, b.open)
-    ctx = zmq.Context()
+    a, b = make(timeout=15)
+    strangers = []
+    for payload in (os.urandom(100),                                   # garbage
+                    struct.pack("<IQ", 1, 40) + os.urandom(40),         # well framed, forged
+                    b""):                                               # silence
+        s = socket.create_connection(("127.0.0.1", a._data_port))
+        s.sendall(payload)
+        strangers.append(s)
     try:
-        for ident in (b"p" + os.urandom(15), b.data.routing_id):  # a stranger, a stolen id
-            s = ctx.socket(zmq.DEALER)
-            s.linger = 0
-            s.routing_id = ident
-            s.connect(f"tcp://127.0.0.1:{a._data_port}")
-            header = encode_message({"type": "data", "s": b.token, "n": 0}, [np.zeros(3, np.int64)])
-            s.send_multipart([os.urandom(40)] + header[1:])
-            s.send_multipart(header)
-            time.sleep(0.2)
-            s.close()
+        _run_both(a.open, b.open)
         x = np.arange(10, dtype=np.int64)
         got = _run_both(lambda: a.exchange([x]), lambda: b.exchange([x * 2]))
         assert np.array_equal(got[0][0], x * 2) and np.array_equal(got[1][0], x)
-        assert a.rejected_messages >= 2 and b.rejected_messages == 0
+        assert a.rejected_messages == 3 and b.rejected_messages == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", a._data_port), timeout=1).close()
     finally:
-        ctx.destroy(linger=0)
+        for s in strangers:
+            s.close()
+
+
+def test_tampered_data_ends_the_session_cleanly(pair):
+    """A forged message on the authenticated connection (bits flipped in transit) is
+    refused with a clear error instead of being used."""
+    make, *_ = pair
+    a, b = make(timeout=5)
+    _run_both(a.open, b.open)
+    real = b.data.sock
+    frames = encode_message({"type": "data", "s": b.token, "n": 0}, [np.zeros(4, np.int64)])
+    sealed = b.data._sealer.seal(b.data._out, frames)
+    sealed[1] = bytes([sealed[1][0] ^ 1]) + sealed[1][1:]
+    head = struct.pack("<I", len(sealed)) + struct.pack(f"<{len(sealed)}Q", *map(len, sealed))
+    real.sendall(head + b"".join(sealed))
+    with pytest.raises(ChannelClosed, match="failed authentication"):
+        a.recv_only()
 
 
 def test_unauthorised_key_learns_nothing(pair):

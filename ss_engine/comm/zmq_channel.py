@@ -15,17 +15,21 @@ of waiting for the timeout.  Every wait is bounded and ends in ``ChannelTimeout`
 endpoint in the message.
 
 Data plane (``bulk="aes-gcm"``, the default): the HELLOs above travel on the CurveZMQ socket
-and carry, besides the tokens, a fresh AES-256 key per direction and the address of a
-second, plain-TCP socket pair; every data message then goes over that pair sealed with
-AES-GCM under those keys (:mod:`.sealed`).  Only the CurveZMQ-authenticated peer knows the
-keys, so the data plane is as confidential and authenticated as CurveZMQ itself, and a
-message that fails authentication (a stranger on the data port, tampering) is dropped and
-counted in ``rejected_messages``; it never ends the session.  ``bulk="curve"`` keeps data
-on the CurveZMQ socket (about 100 ms slower per network-a step here).
+and carry, besides the tokens, a fresh AES-256 key per direction and (party 0's) the port of
+an ephemeral TCP listener; party 1 connects to it and every data message then goes over
+that one TCP connection sealed with AES-GCM under those keys (:mod:`.sealed`,
+:mod:`.sealed_stream`).  Only the CurveZMQ-authenticated peer knows the keys, so the data
+plane is as confidential and authenticated as CurveZMQ itself.  Party 0 accepts
+connections until one sends a READY sealed under the peer's key, closes every other one
+(counted in ``rejected_messages``), then stops listening.  On the established connection a
+message that fails authentication means tampering: the session ends (the run resumes from
+its checkpoint).  ``bulk="curve"`` keeps data on the CurveZMQ socket (about 100 ms slower
+per network-a step here).
 """
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -36,6 +40,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from .channel import Channel, ChannelClosed, ChannelTimeout
 from .keys import KeyPair
 from .sealed import KEY_BYTES, FrameSealer, SealError, new_key
+from .sealed_stream import SealedStream, listen_ephemeral
 from .wire import DEFAULT_CAPS, WireCaps, WireError, decode_message, encode_message
 
 __all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id", "bind_retrying",
@@ -44,7 +49,7 @@ __all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id",
 _POLL_SLICE_MS = 100
 _HELLO_EVERY = 0.2
 BULK_CIPHERS = ("aes-gcm", "curve")
-_DATA_ID_BYTES = 16
+_READY_WAIT = 5.0   # s a connection to the data port has to prove it is the peer
 
 
 def _endpoint_host(endpoint: str) -> str:
@@ -170,24 +175,12 @@ class ZmqPeerChannel(Channel):
         self.sock.sndtimeo = int(self.timeout * 1000)
         self._poller = zmq.Poller()
         self._poller.register(self.sock, zmq.POLLIN)
-        self.data: zmq.Socket | None = None
+        self.data: SealedStream | None = None        # the data plane, once open() made it
+        self._listener: socket.socket | None = None
         if bulk == "aes-gcm":
             self._send_key = new_key()
-            self._sealer = FrameSealer(self._send_key, _data_label(rank))
-            self._opener: FrameSealer | None = None
-            self._sealed_out = self._sealed_in = 0
-            self.data = curve.ctx.socket(zmq.ROUTER if rank == 0 else zmq.DEALER)
-            _common(self.data)
-            self.data.sndtimeo = int(self.timeout * 1000)
             if rank == 0:
-                self.data.router_mandatory = True
-                self._data_port = self.data.bind_to_random_port(f"tcp://{_endpoint_host(endpoint)}")
-                self._data_ident: bytes | None = None     # rank 1's data-socket id, from its HELLO
-            else:
-                # never starts with a zero byte (reserved for ids libzmq makes up)
-                self._data_ident = b"p" + os.urandom(_DATA_ID_BYTES - 1)
-                self.data.routing_id = self._data_ident
-            self._poller.register(self.data, zmq.POLLIN)
+                self._listener, self._data_port = listen_ephemeral(_endpoint_host(endpoint))
 
     def _hello(self, meta: dict) -> dict:
         h = {"type": "hello", "s": self.token, "seen": self.peer_token or "", "meta": meta,
@@ -196,8 +189,6 @@ class ZmqPeerChannel(Channel):
             h["dk"] = self._send_key
             if self.rank == 0:
                 h["dp"] = self._data_port
-            else:
-                h["di"] = self._data_ident
         return h
 
     # -- session --------------------------------------------------------------------------
@@ -245,9 +236,10 @@ class ZmqPeerChannel(Channel):
             # anything else (stale data of an earlier session, bye) is ignored here
 
     def _start_data_plane(self, deadline: float) -> None:
-        """Adopt the peer's key from its HELLO and connect the sealed data sockets: rank 1
-        connects and sends a sealed READY, rank 0 waits for it (so its first send has a
-        route)."""
+        """Adopt the peer's key from its HELLO and open the sealed TCP stream: rank 1
+        connects and sends a sealed READY; rank 0 accepts connections until one proves, by
+        a READY sealed under the peer's key, that it is the peer (anything else is closed
+        and counted in ``rejected_messages``), then stops listening."""
         h = self._peer_hello
         if h.get("bulk", "curve") != self.bulk:
             raise ChannelClosed(f"the peer sends data with {h.get('bulk', 'curve')!r}, we with "
@@ -255,55 +247,62 @@ class ZmqPeerChannel(Channel):
         key = h.get("dk")
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise ChannelClosed("the peer's HELLO carries no valid data key")
-        self._opener = FrameSealer(key, _data_label(1 - self.rank))
+        sealer = FrameSealer(self._send_key, _data_label(self.rank))
+        opener = FrameSealer(key, _data_label(1 - self.rank))
         if self.rank == 1:
             port = h.get("dp")
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise ChannelClosed("the peer's HELLO carries no valid data port")
-            self.data.connect(f"tcp://{_endpoint_host(self.endpoint)}:{port}")
+            host = _endpoint_host(self.endpoint).strip("[]")
+            try:
+                conn = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
+            except OSError as exc:
+                raise ChannelClosed(f"party 1: cannot reach the peer's data port {port}: {exc}") from None
+            self.data = SealedStream(conn, sealer, opener)
             self._seal_send({"type": "ready", "s": self.token})
-            return
-        ident = h.get("di")
-        if not isinstance(ident, bytes) or len(ident) != _DATA_ID_BYTES or ident[:1] == b"\0":
-            raise ChannelClosed("the peer's HELLO carries no valid data-socket id")
-        self._data_ident = ident
+        else:
+            self.data = self._accept_peer(sealer, opener, deadline)
+        self._poller.register(self.data.fileno(), zmq.POLLIN)
+
+    def _accept_peer(self, sealer: FrameSealer, opener: FrameSealer, deadline: float) -> SealedStream:
+        lst = self._listener
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ChannelTimeout(f"party 0: the peer never connected to the data port "
                                      f"{self._data_port} (is it reachable from server 1?)")
-            if not self.data.poll(int(min(left * 1000, _POLL_SLICE_MS)) + 1):
+            lst.settimeout(min(left, _POLL_SLICE_MS / 1000))
+            try:
+                conn, _ = lst.accept()
+            except socket.timeout:
                 continue
-            got = self._data_read()
-            if got is not None:
-                if got[0]["type"] != "ready" or got[0].get("s") != self.peer_token:
-                    raise ChannelClosed(f"expected the peer's READY, got {got[0]['type']!r}")
-                return
+            stream = SealedStream(conn, sealer, opener)
+            try:  # a stranger gets a short while to prove itself, then is dropped
+                plain, _ = stream.recv(min(max(left, 0.1), _READY_WAIT))
+                hdr, _ = decode_message(plain, self.caps)
+                if hdr["type"] != "ready" or hdr.get("s") != self.peer_token:
+                    raise SealError("not the peer's READY")
+            except (SealError, WireError, ChannelClosed, ChannelTimeout):
+                self.rejected_messages += 1
+                stream.close()
+                continue
+            lst.close()   # the session has its one connection: nobody else may connect
+            self._listener = None
+            return stream
 
     def _seal_send(self, header: dict, arrays=()) -> None:
         if self._closed:
             raise ChannelClosed("channel is closed")
-        frames = self._sealer.seal(self._sealed_out, encode_message(header, arrays))
-        self._sealed_out += 1   # never reused: a nonce is (counter, frame index)
-        if self.rank == 0:
-            frames = [self._data_ident, *frames]
-        self._send_frames(self.data, frames, handshake=False)
+        self.wire_bytes_sent += self.data.send(encode_message(header, arrays))
 
-    def _data_read(self) -> tuple[dict, list[np.ndarray]] | None:
-        """One message from the data socket, or None if it was dropped (not the peer's)."""
-        frames = self.data.recv_multipart(copy=False)
-        if self.rank == 0:
-            ident, frames = frames[0].bytes, frames[1:]
-            if ident != self._data_ident:
-                self.rejected_messages += 1
-                return None
+    def _data_read(self) -> tuple[dict, list[np.ndarray]]:
+        """The next message of the (authenticated) data stream.  A message that fails
+        authentication there means tampering on the wire: the session ends."""
         try:
-            plain = self._opener.open(self._sealed_in, frames)
-        except SealError:
-            self.rejected_messages += 1
-            return None
-        self._sealed_in += 1
-        self.wire_bytes_received += sum(len(f) for f in frames)
+            plain, nbytes = self.data.recv(self.timeout)
+        except SealError as exc:
+            raise ChannelClosed(f"peer data failed authentication ({exc}): session closed") from None
+        self.wire_bytes_received += nbytes
         try:
             return decode_message(plain, self.caps)
         except WireError as exc:
@@ -324,11 +323,9 @@ class ZmqPeerChannel(Channel):
 
     def _send_frames(self, sock: zmq.Socket, frames: list, handshake: bool) -> None:
         try:
-            # The caller may reuse its arrays as soon as we return.  Sealed frames are fresh
-            # bytes, so they go zero-copy; plain ones are copied (~0.1 ms per MB), which is
-            # cheaper than waiting on a zmq send tracker (~0.2 ms per message).
-            sock.send_multipart(frames, copy=sock is not self.data,
-                                flags=zmq.NOBLOCK if handshake else 0)
+            # The caller may reuse its arrays as soon as we return: copied (~0.1 ms per MB),
+            # which is cheaper than waiting on a zmq send tracker (~0.2 ms per message).
+            sock.send_multipart(frames, copy=True, flags=zmq.NOBLOCK if handshake else 0)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 if handshake:
@@ -353,7 +350,7 @@ class ZmqPeerChannel(Channel):
             raise ChannelClosed(f"malformed message from the peer: {exc}") from None
 
     def _send(self, arrays: list[np.ndarray]) -> None:
-        if self.peer_token is None or (self.data is not None and self._opener is None):
+        if self.peer_token is None or (self.bulk == "aes-gcm" and self.data is None):
             raise ChannelClosed("call open() before the first round")
         header = {"type": "data", "s": self.token, "n": self._out_seq}
         if self.data is not None:
@@ -377,10 +374,7 @@ class ZmqPeerChannel(Channel):
             if self.sock in ready:   # the CurveZMQ socket: handshake echoes, BYE (and data
                 h, arrays = self._raw_recv()  # when bulk="curve")
             else:
-                got = self._data_read()
-                if got is None:
-                    continue  # not the peer's: dropped and counted
-                h, arrays = got
+                h, arrays = self._data_read()
             t, tok = h["type"], h.get("s")
             if t == "hello" and tok == self.peer_token:
                 continue  # a late copy of the handshake
@@ -411,7 +405,9 @@ class ZmqPeerChannel(Channel):
         self._closed = True
         self.sock.close()
         if self.data is not None:
-            self.data.close(linger=0)
+            self.data.close()
+        if self._listener is not None:
+            self._listener.close()
 
 
 class RpcError(RuntimeError):
