@@ -50,6 +50,8 @@ _POLL_SLICE_MS = 100
 _HELLO_EVERY = 0.2
 BULK_CIPHERS = ("aes-gcm", "curve")
 _READY_WAIT = 5.0   # s a connection to the data port has to prove it is the peer
+_READY_MAX_BYTES = 4096   # what an unauthenticated connection may make us read
+_BYE_GRACE_MS = 500       # how long a lost data connection waits for the peer's BYE
 
 
 def _endpoint_host(endpoint: str) -> str:
@@ -262,6 +264,10 @@ class ZmqPeerChannel(Channel):
             self._seal_send({"type": "ready", "s": self.token})
         else:
             self.data = self._accept_peer(sealer, opener, deadline)
+        # the peer is authenticated now: its messages may be as large as the wire caps allow
+        self.data.max_frames = self.caps.max_arrays + 1
+        self.data.max_bytes = self.caps.max_total_bytes + self.caps.max_header_bytes + \
+            (self.caps.max_arrays + 1) * 16
         self._poller.register(self.data.fileno(), zmq.POLLIN)
 
     def _accept_peer(self, sealer: FrameSealer, opener: FrameSealer, deadline: float) -> SealedStream:
@@ -276,8 +282,9 @@ class ZmqPeerChannel(Channel):
                 conn, _ = lst.accept()
             except socket.timeout:
                 continue
-            stream = SealedStream(conn, sealer, opener)
-            try:  # a stranger gets a short while to prove itself, then is dropped
+            # a stranger gets a short while and a few kilobytes to prove itself, then is dropped
+            stream = SealedStream(conn, sealer, opener, max_frames=2, max_bytes=_READY_MAX_BYTES)
+            try:
                 plain, _ = stream.recv(min(max(left, 0.1), _READY_WAIT))
                 hdr, _ = decode_message(plain, self.caps)
                 if hdr["type"] != "ready" or hdr.get("s") != self.peer_token:
@@ -374,14 +381,17 @@ class ZmqPeerChannel(Channel):
             if self.sock in ready:   # the CurveZMQ socket: handshake echoes, BYE (and data
                 h, arrays = self._raw_recv()  # when bulk="curve")
             else:
-                h, arrays = self._data_read()
+                try:
+                    h, arrays = self._data_read()
+                except ChannelClosed:
+                    # a peer that leaves says why on the CurveZMQ socket; prefer its words
+                    if self.sock.poll(_BYE_GRACE_MS):
+                        self._raise_for_control(self._raw_recv()[0])
+                    raise
             t, tok = h["type"], h.get("s")
             if t == "hello" and tok == self.peer_token:
                 continue  # a late copy of the handshake
-            if t == "hello":
-                raise ChannelClosed("the peer restarted (new session); the run must resume")
-            if t == "bye":
-                raise ChannelClosed(f"the peer closed the session: {str(h.get('reason', ''))[:200]}")
+            self._raise_for_control(h)
             if t != "data" or tok != self.peer_token or (self.data is not None and self.sock in ready):
                 raise ChannelClosed(f"unexpected {t!r} message on the peer channel")
             if self.data is None:
@@ -390,6 +400,13 @@ class ZmqPeerChannel(Channel):
                 raise ChannelClosed(f"peer message {h.get('n')} out of order (expected {self._in_seq})")
             self._in_seq += 1
             return arrays
+
+    def _raise_for_control(self, h: dict) -> None:
+        """A peer's HELLO of a new session or its BYE ends this session: say which."""
+        if h["type"] == "hello" and h.get("s") != self.peer_token:
+            raise ChannelClosed("the peer restarted (new session); the run must resume")
+        if h["type"] == "bye":
+            raise ChannelClosed(f"the peer closed the session: {str(h.get('reason', ''))[:200]}")
 
     def close(self, reason: str = "") -> None:
         if self._closed:
