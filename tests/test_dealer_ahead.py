@@ -10,9 +10,11 @@ from ss_engine.simulate import LocalRuntime
 from ss_engine.training import PartyState, TrainJob, train_party
 
 
-def _train(ahead: bool, loss_every: int):
+def _train(ahead: bool, loss_every: int, lead_steps: int = 2):
     x, y, _, _ = load_preprocessed("mnist-small", 64, 1)
     rt = LocalRuntime(seed=b"ahead", ahead=ahead)
+    if ahead:
+        rt.dealer_link.lead_steps = lead_steps
     fx = rt.config.fixed
     p0, p1 = share_arrays({k: encode(v, fx) for k, v in init_params("network-a", 0).items()}, rt._input_prg)
     xs, ys = rt.share_ring(encode_images(x, fx)), rt.share_ring(encode_labels(y, fx))
@@ -23,9 +25,10 @@ def _train(ahead: bool, loss_every: int):
 
 
 def test_generating_ahead_changes_nothing_and_hits():
-    for loss_every in (0, 3):  # 3: every third step asks for more material (mispredictions)
-        rt_a, ahead = _train(True, loss_every)
-        _, inline = _train(False, loss_every)
+    _, inline_plain = _train(False, 0)
+    for loss_every, lead in ((0, 1), (0, 2), (3, 2)):  # 3: every third step asks for more
+        rt_a, ahead = _train(True, loss_every, lead)
+        inline = inline_plain if loss_every == 0 else _train(False, loss_every)[1]
         assert all(np.array_equal(ahead[k], inline[k]) for k in inline)
         link = rt_a.dealer_link
         assert isinstance(link, AheadDealerLink)
