@@ -190,9 +190,9 @@ def _report(cfg, job, dataset, tj, frac_bits, n_train, n_test, final, monitor, u
     ch, dl = final[0]["channel"], final[1]["dealer"]
     # steady state: the steps after the run's warm-up steps (kernels load, the dealer learns
     # the step's schedule), as the local benchmarks exclude warm-up steps
-    first, first_s = final[0].get("first_step"), final[0].get("first_step_seconds")
-    done = steps - (first or 0)
-    steady = (secs - first_s) / done if first_s is not None and done > 0 else None
+    warm_end, warm_s = final[0].get("warmup_end_step"), final[0].get("warmup_seconds")
+    done = steps - (warm_end or 0)
+    steady = (secs - warm_s) / done if warm_s is not None and done > 0 else None
     return {
         "dataset": dataset, "model": tj.model, "epochs": tj.epochs, "batch_size": tj.batch_size,
         "lr": tj.lr, "momentum": tj.momentum, "frac_bits": frac_bits, "runtime": "servers",
@@ -200,7 +200,7 @@ def _report(cfg, job, dataset, tj, frac_bits, n_train, n_test, final, monitor, u
         "servers": [cfg.servers[0].client, cfg.servers[1].client], "dealer": cfg.dealer.connect,
         "server_train_seconds": secs, "seconds_per_step": secs / steps,
         "samples_per_second": tj.epochs * n_train / secs,
-        "warmup_seconds": first_s, "steady_seconds_per_step": steady,
+        "warmup_seconds": warm_s, "steady_seconds_per_step": steady,
         "steady_samples_per_second": tj.batch_size / steady if steady else None,
         "wall_seconds_train": train_s, "upload_seconds": up_s, "upload_bytes": uploaded,
         "bytes_per_step": ch.get("bytes_sent", 0) / steps if ch else None,

@@ -55,8 +55,8 @@ class Live:
     seconds: float = 0.0
     # the run's first WARM_STEPS steps (warm-up: kernels load; the dealer has nothing ahead
     # until party 1 has announced the step's schedule, after the first step)
-    first_step_seconds: float | None = None   # time to the end of the warm-up steps
-    first_step: int = 0                       # the step count there
+    warmup_seconds: float | None = None       # time to the end of the warm-up steps
+    warmup_end_step: int = 0                  # the step count there
 
 
 #: steps of a run that the steady-state figures leave out
@@ -211,7 +211,7 @@ class JobRunner(threading.Thread):
         every = self.cfg.checkpoint_every
         self._set(rec, "running", f"resumed from step {step}" if step else "running")
         lv.step, lv.started = step, time.monotonic()
-        lv.first_step_seconds, lv.first_step = None, 0
+        lv.warmup_seconds, lv.warmup_end_step = None, 0
         stats0 = ch.stats.snapshot()
 
         def on_step(s, epoch, st, py):
@@ -222,8 +222,8 @@ class JobRunner(threading.Thread):
                 self.store.save_checkpoint(rec.job, st)
             lv.channel = ch.stats.minus(stats0).as_dict()
             lv.seconds = time.monotonic() - lv.started
-            if lv.first_step_seconds is None and s + 1 - step >= WARM_STEPS:
-                lv.first_step_seconds, lv.first_step = lv.seconds, s + 1
+            if lv.warmup_seconds is None and s + 1 - step >= WARM_STEPS:
+                lv.warmup_seconds, lv.warmup_end_step = lv.seconds, s + 1
             if self.stop_event.is_set():
                 raise ChannelClosed("server shutting down")
         train_party(ctx, x, y, job, state, on_step)

@@ -242,6 +242,6 @@ class Server:
         return {"type": "status", "state": rec.state, "message": rec.message, "kind": rec.kind,
                 "step": step, "total": rec.total_steps, "epoch": lv.epoch,
                 "seconds": lv.seconds, "channel": lv.channel, "dealer": lv.dealer,
-                "first_step": lv.first_step, "first_step_seconds": lv.first_step_seconds,
+                "warmup_end_step": lv.warmup_end_step, "warmup_seconds": lv.warmup_seconds,
                 "loss_steps": [s for s, _ in losses], "time": time.time()}, [a for _, a in losses]
 
