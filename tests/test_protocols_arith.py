@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 from ss_engine import kernels
 from ss_engine import protocols as P
 from ss_engine.encoding import decode, encode
-from ss_engine.protocols.beaver import mask_and_open, matmul_masked, mul_masked
+from ss_engine.protocols.beaver import mask_and_open, matmul_masked
 
 from .conftest import FRAC_BITS, make_runtime, opened
 

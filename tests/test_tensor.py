@@ -4,7 +4,7 @@ import pytest
 
 from ss_engine.tensor import SharedTensor
 
-from .conftest import make_runtime, opened
+from .conftest import make_runtime
 
 
 def test_bool_and_array_conversion_raise_and_repr_hides_values():

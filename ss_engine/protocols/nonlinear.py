@@ -23,8 +23,6 @@ softmax_s along the last axis: max-subtraction by all-pairs max (11 rounds for 1
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..encoding import encode
