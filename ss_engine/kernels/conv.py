@@ -187,18 +187,25 @@ def _check_cols(cols: np.ndarray, x_shape, kh: int, kw: int, n, c, oh, ow) -> No
                          f"with kernel {(kh, kw)}: expected {(n * oh * ow, c * kh * kw)}")
 
 
-def im2col(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1,
-           padding: IntPair = 0) -> np.ndarray:
-    """(N, C, H, W) -> (N*OH*OW, C*kh*kw) patch matrix (layout in the module doc)."""
+def _patches(x: np.ndarray, kh: int, kw: int, stride: IntPair, padding: IntPair,
+             transposed: bool) -> np.ndarray:
     _check(x, 4, "im2col input")
     n, c, h, w, oh, ow, sh, sw, ph, pw = _geometry(x.shape, kh, kw, stride, padding)
     x = np.ascontiguousarray(x)
-    out = np.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+    shape = (n * oh * ow, c * kh * kw)
+    out = np.empty(shape[::-1] if transposed else shape, dtype=x.dtype)
     if out.size == 0:
         return out
+    par_kernel, ser_kernel = (_im2col_t_par, _im2col_t_ser) if transposed else (_im2col_par, _im2col_ser)
     with parallel_slot(out.size) as par:
-        (_im2col_par if par else _im2col_ser)(x, out, kh, kw, sh, sw, ph, pw, oh, ow)
+        (par_kernel if par else ser_kernel)(x, out, kh, kw, sh, sw, ph, pw, oh, ow)
     return out
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1,
+           padding: IntPair = 0) -> np.ndarray:
+    """(N, C, H, W) -> (N*OH*OW, C*kh*kw) patch matrix (layout in the module doc)."""
+    return _patches(x, kh, kw, stride, padding, transposed=False)
 
 
 def im2col_t(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1,
@@ -206,15 +213,7 @@ def im2col_t(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1,
     """``im2col(x).T`` made C-contiguous, written directly: (C*kh*kw, N*OH*OW).  The weight
     gradient dY^T @ im2col(X) wants exactly this layout for its right operand; a transpose
     of the patch matrix costs ~3x the im2col itself here."""
-    _check(x, 4, "im2col input")
-    n, c, h, w, oh, ow, sh, sw, ph, pw = _geometry(x.shape, kh, kw, stride, padding)
-    x = np.ascontiguousarray(x)
-    out = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-    if out.size == 0:
-        return out
-    with parallel_slot(out.size) as par:
-        (_im2col_t_par if par else _im2col_t_ser)(x, out, kh, kw, sh, sw, ph, pw, oh, ow)
-    return out
+    return _patches(x, kh, kw, stride, padding, transposed=True)
 
 
 def col2im(cols: np.ndarray, x_shape: Sequence[int], kh: int, kw: int, stride: IntPair = 1,

@@ -51,11 +51,15 @@ def _check(x: np.ndarray, f: int) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
+def _two_outputs(kernel, x: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    flat = _check(x, f)
+    a, b = np.empty_like(flat), np.empty_like(flat)
+    kernel(flat, int(f), a, b)
+    return a.reshape(x.shape), b.reshape(x.shape)
+
+
 def trunc_split(r: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    flat = _check(r, f)
-    msb, hi = np.empty_like(flat), np.empty_like(flat)
-    _trunc_split(flat, int(f), msb, hi)
-    return msb.reshape(r.shape), hi.reshape(r.shape)
+    return _two_outputs(_trunc_split, r, f)
 
 
 def trunc_split_np(r: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,10 +69,7 @@ def trunc_split_np(r: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def trunc_open_parts(c: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    flat = _check(c, f)
-    public, coeff = np.empty_like(flat), np.empty_like(flat)
-    _trunc_open_parts(flat, int(f), public, coeff)
-    return public.reshape(c.shape), coeff.reshape(c.shape)
+    return _two_outputs(_trunc_open_parts, c, f)
 
 
 def trunc_open_parts_np(c: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from .beaver import MaskedOperand
 from .binary import open_words
 from .compare import cmp_finish, cmp_prepare, flip_xor, unpack_bits
 from .opening import open_many
-from .truncation import TruncOpening, trunc_finish, trunc_prepare
+from .truncation import TruncOpening, trunc_finish, trunc_open_many, trunc_prepare
 
 __all__ = ["trunc_relu_s", "trunc_many_mul_s", "FormTerm", "LinearForm", "form_mul"]
 
@@ -154,15 +154,11 @@ def trunc_many_mul_s(ctx: PartyContext, raws: Sequence[np.ndarray], shift: int,
     (an integer-scale secret already opened, e.g. a ReLU bit).  One round in all."""
     if len(raws) != len(multipliers):
         raise ValueError("one multiplier (or None) per tensor")
-    prepared = [trunc_prepare(ctx, r, shift) for r in raws]
-    opened = open_many(ctx, [c for _, c in prepared], label)
+    for r, mul in zip(raws, multipliers):
+        if mul is not None and mul.shape != np.shape(r):
+            raise ValueError(f"multiplier shape {mul.shape} != {np.shape(r)}")
     out = []
-    for (mat, _), c, mul in zip(prepared, opened, multipliers):
-        t = trunc_finish(mat, c)
-        if mul is None:
-            out.append(t.share(ctx.rank))
-            continue
-        if mul.shape != mat.spec.shape:
-            raise ValueError(f"multiplier shape {mul.shape} != {mat.spec.shape}")
-        out.append(form_mul(ctx, LinearForm.of_trunc(t), LinearForm.of_masked(mul)))
+    for t, mul in zip(trunc_open_many(ctx, raws, shift, label), multipliers):
+        out.append(t.share(ctx.rank) if mul is None else
+                   form_mul(ctx, LinearForm.of_trunc(t), LinearForm.of_masked(mul)))
     return out
