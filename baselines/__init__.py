@@ -3,7 +3,7 @@
 Every scheme module exposes ``run(dataset=..., train_limit=..., epochs=..., seed=...,
 json_out=None, **options) -> dict``; the result always carries ``scheme``, ``accuracy``,
 ``accuracy_plain``, ``time_ratio_vs_plain``, ``cloud_sees``, ``attack``, ``attack_summary``
-and ``trust`` (the columns of ``benchmarks/compare_baselines.py``).
+and ``trust`` (the columns of ``baselines/compare.py``).
 
 Modules are imported on demand so that running one scheme does not import the others
 (``fedavg`` and ``secret-sharing`` import the engine; the rest need only torch).

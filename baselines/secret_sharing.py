@@ -44,7 +44,8 @@ from ss_engine.owner import encode_labels, reconstruct_params, share_arrays
 from ss_engine.prg import PRG
 from ss_engine.sharing import share
 from ss_engine.simulate import LocalRuntime
-from ss_engine.training import PartyState, TrainJob, train_party
+from ss_engine.job import TrainJob
+from ss_engine.training import PartyState, train_party
 from ss_engine.twin import evaluate, train_twin
 
 __all__ = ["server_view", "independence_test", "attack_shares", "engine_training", "run"]

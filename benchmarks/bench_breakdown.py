@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 from ss_engine.nn.models import INPUT_SHAPES, build_model, init_params
-from ss_engine.training import PartyState, TrainJob, train_party
+from ss_engine.job import TrainJob
+from ss_engine.training import PartyState, train_party
 
 from .common import (load_data, log, machine_info, make_runtime, shared_data, shared_params,
                      step_loop, write_json, section_main)

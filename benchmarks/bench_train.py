@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from ss_engine.nn.models import init_params
-from ss_engine.training import PartyState, TrainJob, predict_party, steps_per_epoch, train_party
+from ss_engine.job import TrainJob, steps_per_epoch
+from ss_engine.training import PartyState, predict_party, train_party
 
 from .common import (Timer, load_data, log, machine_info, make_runtime, shared_data, shared_params,
                      summary_stats, write_json, section_main)

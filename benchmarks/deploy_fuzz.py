@@ -21,10 +21,10 @@ import msgpack
 import numpy as np
 import zmq
 
-from ss_engine.comm.dealer_link import spec_wire
-from ss_engine.comm.keys import load_keypair, load_public_key, public_path
-from ss_engine.comm.wire import PROTOCOL_VERSION, WireCaps, decode_message
-from ss_engine.comm.zmq_channel import CurveContext
+from ss_engine.net.dealer_link import spec_wire
+from ss_engine.net.keys import load_keypair, load_public_key, public_path
+from ss_engine.net.wire import PROTOCOL_VERSION, WireCaps, decode_message
+from ss_engine.net.zmq_channel import CurveContext
 from ss_engine.preprocessing import ItemRef, MaskSpec, ProductSpec, TruncSpec
 
 __all__ = ["run_fuzz", "fuzz_messages", "main"]

@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from ss_engine.comm import memory_channel_pair
-from ss_engine.comm.keys import generate_keypair
-from ss_engine.comm.zmq_channel import CurveContext, ZmqPeerChannel
+from ss_engine.net.keys import generate_keypair
+from ss_engine.net.zmq_channel import CurveContext, ZmqPeerChannel
 
 __all__ = ["channel_rates", "training_comparison", "main"]
 

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         from baselines.cli import main as baseline_main
         return baseline_main(argv[1:])
     if argv and argv[0] == "compare":
-        from benchmarks.compare_baselines import main as compare_main
+        from baselines.compare import main as compare_main
         return int(compare_main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             from ss_engine.deploy.launch import run_up
             return run_up(config=args.config, root=args.root)
         if args.command == "keygen":
-            from ss_engine.comm.keys import keygen
+            from ss_engine.net.keys import keygen
             for name, (pub, sec) in keygen(args.dir, args.names, force=args.force).items():
                 print(f"{name}: public {pub}  secret {sec}")
             return 0

@@ -12,13 +12,13 @@ from typing import Callable
 
 import numpy as np
 
-from ss_engine.comm.keys import load_keypair, load_public_key, public_path
-from ss_engine.comm.wire import WireCaps
+from ss_engine.net.keys import load_keypair, load_public_key, public_path
+from ss_engine.net.wire import WireCaps
 from ss_engine.comm.channel import ChannelTimeout
-from ss_engine.comm.zmq_channel import CurveContext, RpcClient, RpcError
+from ss_engine.net.zmq_channel import CurveContext, RpcClient, RpcError
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.deploy.protocol import DEFAULT_CHUNK_ROWS, MAX_CHUNK_BYTES
-from ss_engine.training import TrainJob
+from ss_engine.job import TrainJob
 
 __all__ = ["ClientSession", "new_job_id", "JobFailed"]
 

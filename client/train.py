@@ -24,7 +24,7 @@ from ss_engine.owner import (encode_images, encode_labels, reconstruct_params,
                              reconstruct_predictions, share_arrays)
 from ss_engine.prg import PRG, derive_seed
 from ss_engine.sharing import share
-from ss_engine.training import TrainJob, steps_per_epoch
+from ss_engine.job import TrainJob, steps_per_epoch
 
 from .session import ClientSession, new_job_id
 

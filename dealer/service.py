@@ -21,13 +21,13 @@ from collections import OrderedDict, deque
 import numpy as np
 import zmq
 
-from ss_engine.comm.dealer_link import (DEALER_CAPS, corrections_frames, parse_spec, shift_spec,
+from ss_engine.net.dealer_link import (DEALER_CAPS, corrections_frames, parse_spec, shift_spec,
                                        spec_digest)
-from ss_engine.comm.keys import load_keypair, load_public_key, public_path
-from ss_engine.comm.wire import (JOB_ID_RE, WireError, decode_message, encode_message,
+from ss_engine.net.keys import load_keypair, load_public_key, public_path
+from ss_engine.net.wire import (JOB_ID_RE, WireError, decode_message, encode_message,
                                  expect_bytes, expect_int, expect_list, read_frames_file,
                                  write_frames_atomic)
-from ss_engine.comm.zmq_channel import CurveContext, bind_retrying, user_id
+from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.preprocessing.expand import DealerCore
 from ss_engine.prg import SEED_BYTES, derive_seed

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ss_engine.comm import ChannelClosed, ChannelTimeout
-from ss_engine.comm.dealer_link import RemoteDealerLink
-from ss_engine.comm.zmq_channel import CurveContext, ZmqPeerChannel
+from ss_engine.net.dealer_link import RemoteDealerLink
+from ss_engine.net.zmq_channel import CurveContext, ZmqPeerChannel
 from ss_engine.config import EngineConfig, FixedPointConfig
 from ss_engine.nn.models import INPUT_SHAPES, param_names
 from ss_engine.party import PartyContext
 from ss_engine.preprocessing.source import SeededSource
-from ss_engine.training import PartyState, TrainJob, predict_party, steps_per_epoch, train_party
+from ss_engine.job import TrainJob, steps_per_epoch
+from ss_engine.training import PartyState, predict_party, train_party
 
 from .store import JobRecord, JobStore
 

@@ -18,17 +18,17 @@ import time
 import numpy as np
 import zmq
 
-from ss_engine.comm.keys import load_keypair, load_public_key, public_path
-from ss_engine.comm.wire import (JOB_ID_RE, PROTOCOL_VERSION, WireCaps, WireError, decode_message,
+from ss_engine.net.keys import load_keypair, load_public_key, public_path
+from ss_engine.net.wire import (JOB_ID_RE, PROTOCOL_VERSION, WireCaps, WireError, decode_message,
                                  encode_message, expect_arrays, expect_bytes, expect_int,
                                  expect_list, expect_map, expect_str)
-from ss_engine.comm.zmq_channel import CurveContext, bind_retrying, user_id
+from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.deploy.protocol import (CLIENT_CAPS_KW, JOB_KINDS, MAX_ROW_ELEMENTS, MAX_ROWS,
                                        PART_RE, TENSOR_RE, job_digest)
 from ss_engine.nn.models import init_params
 from ss_engine.prg import SEED_BYTES
-from ss_engine.training import JobError, TrainJob, steps_per_epoch
+from ss_engine.job import JobError, TrainJob, steps_per_epoch
 
 from .runner import JobRunner, Live
 from .store import JobStore

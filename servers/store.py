@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ss_engine.comm.wire import (WireCaps, WireError, encode_message, read_frames_file,
+from ss_engine.net.wire import (WireCaps, WireError, encode_message, read_frames_file,
                                  write_frames_atomic)
 from ss_engine.training import PartyState
 

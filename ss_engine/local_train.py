@@ -23,7 +23,8 @@ from .encoding import decode, encode
 from .nn.models import init_params
 from .owner import encode_images, encode_labels, reconstruct_params, reconstruct_predictions, share_arrays
 from .simulate import LocalRuntime
-from .training import PartyState, TrainJob, predict_party, steps_per_epoch, train_party
+from .job import TrainJob, steps_per_epoch
+from .training import PartyState, predict_party, train_party
 
 __all__ = ["TrainReport", "run_local_training", "LossMonitor", "Progress", "load_preprocessed",
            "secure_inference_fields", "plaintext_fields", "plot_learning_curve"]

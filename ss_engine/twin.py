@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .nn.models import INPUT_SHAPES, MODEL_SPECS
-from .training import TrainJob, batch_order, steps_per_epoch
+from .job import TrainJob, batch_order, steps_per_epoch
 
 __all__ = ["torch_model", "train_twin", "evaluate", "twin_step"]
 

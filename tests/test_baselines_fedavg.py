@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from baselines import fedavg, secret_sharing
 from baselines.common import network_a
-from benchmarks import compare_baselines
+from baselines import compare as compare_baselines
 from ss_engine.config import EngineConfig, FixedPointConfig
 from ss_engine.prg import PRG
 

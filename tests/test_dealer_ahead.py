@@ -7,7 +7,8 @@ from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.local_train import load_preprocessed
 from ss_engine.preprocessing.ahead import AheadDealerLink
 from ss_engine.simulate import LocalRuntime
-from ss_engine.training import PartyState, TrainJob, train_party
+from ss_engine.job import TrainJob
+from ss_engine.training import PartyState, train_party
 
 
 def _train(ahead: bool, loss_every: int, lead_steps: int = 2):

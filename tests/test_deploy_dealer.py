@@ -8,9 +8,9 @@ import pytest
 
 from dealer.service import DealerService
 from ss_engine.comm import ChannelClosed, memory_channel_pair
-from ss_engine.comm.dealer_link import RemoteDealerLink, shift_spec
-from ss_engine.comm.keys import load_keypair, load_public_key, public_path
-from ss_engine.comm.zmq_channel import CurveContext
+from ss_engine.net.dealer_link import RemoteDealerLink, shift_spec
+from ss_engine.net.keys import load_keypair, load_public_key, public_path
+from ss_engine.net.zmq_channel import CurveContext
 from ss_engine.config import EngineConfig
 from ss_engine.deploy.config import local_config
 from ss_engine.deploy.launch import ensure_keys
@@ -21,7 +21,8 @@ from ss_engine.party import PartyContext
 from ss_engine.preprocessing import ItemRef, MaskSpec, ProductSpec, SeededSource
 from ss_engine.prg import derive_seed
 from ss_engine.simulate import LocalRuntime
-from ss_engine.training import PartyState, TrainJob, train_party
+from ss_engine.job import TrainJob
+from ss_engine.training import PartyState, train_party
 
 SEED = b"dealer-test-seed"
 

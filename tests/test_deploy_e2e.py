@@ -15,9 +15,9 @@ import pytest
 from client.session import ClientSession
 from client.train import train_remote
 from ss_engine.comm import ChannelTimeout
-from ss_engine.comm.keys import ensure_keypair, load_public_key, public_path
-from ss_engine.comm.wire import encode_message
-from ss_engine.comm.zmq_channel import CurveContext, RpcClient, RpcError
+from ss_engine.net.keys import ensure_keypair, load_public_key, public_path
+from ss_engine.net.wire import encode_message
+from ss_engine.net.zmq_channel import CurveContext, RpcClient, RpcError
 
 from .test_deploy_helpers import SEED, RawClient, local_reference, ring_sum, start
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
-from ss_engine.comm.keys import ensure_keypair, load_keypair, load_public_key, public_path
-from ss_engine.comm.wire import WireCaps, decode_message
-from ss_engine.comm.zmq_channel import CurveContext
+from ss_engine.net.keys import ensure_keypair, load_keypair, load_public_key, public_path
+from ss_engine.net.wire import WireCaps, decode_message
+from ss_engine.net.zmq_channel import CurveContext
 from ss_engine.config import EngineConfig, FixedPointConfig
 from ss_engine.deploy.launch import launch_local
 from ss_engine.encoding import encode
@@ -15,7 +15,8 @@ from ss_engine.local_train import load_preprocessed
 from ss_engine.nn.models import init_params
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.simulate import LocalRuntime
-from ss_engine.training import PartyState, TrainJob, train_party
+from ss_engine.job import TrainJob
+from ss_engine.training import PartyState, train_party
 
 SEED = b"e2e-test-seed-16"
 REPLY_CAPS = WireCaps(max_arrays=10_001, max_elements=1 << 26, max_total_bytes=1 << 32,

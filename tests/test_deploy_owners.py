@@ -11,7 +11,7 @@ from ss_engine.nn.models import init_params
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.prg import PRG
 from ss_engine.sharing import share
-from ss_engine.training import TrainJob
+from ss_engine.job import TrainJob
 from ss_engine.twin import evaluate
 
 from .test_deploy_helpers import local_reference, start

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from ss_engine.comm.sealed import KEY_BYTES, FrameSealer, SealError, new_key
+from ss_engine.net.sealed import KEY_BYTES, FrameSealer, SealError, new_key
 
 frames_st = st.lists(st.binary(max_size=300), min_size=1, max_size=5)
 

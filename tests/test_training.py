@@ -6,7 +6,8 @@ from ss_engine.encoding import decode, encode
 from ss_engine.local_train import load_preprocessed, run_local_training
 from ss_engine.nn.models import init_params
 from ss_engine.owner import encode_images, encode_labels, reconstruct_params, share_arrays
-from ss_engine.training import JobError, PartyState, TrainJob, batch_order, train_party
+from ss_engine.job import JobError, TrainJob, batch_order
+from ss_engine.training import PartyState, train_party
 from ss_engine.twin import twin_step
 
 from .conftest import make_runtime

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ss_engine.comm.wire import (PROTOCOL_VERSION, WireCaps, WireError, decode_message,
+from ss_engine.net.wire import (PROTOCOL_VERSION, WireCaps, WireError, decode_message,
                                  encode_message, expect_arrays, expect_int, expect_str,
                                  read_frames_file, unpack_frames, write_frames_atomic)
 

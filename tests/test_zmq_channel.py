@@ -12,10 +12,10 @@ import pytest
 import zmq
 
 from ss_engine.comm import ChannelClosed, ChannelTimeout, memory_channel_pair
-from ss_engine.comm.keys import (KeyFileError, generate_keypair, keygen, load_keypair,
+from ss_engine.net.keys import (KeyFileError, generate_keypair, keygen, load_keypair,
                                  load_public_key, save_keypair)
-from ss_engine.comm.wire import decode_message, encode_message
-from ss_engine.comm.zmq_channel import CurveContext, RpcClient, ZmqPeerChannel, user_id
+from ss_engine.net.wire import decode_message, encode_message
+from ss_engine.net.zmq_channel import CurveContext, RpcClient, ZmqPeerChannel, user_id
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""Party-to-party channels. zmq is imported only by :mod:`ss_engine.comm.zmq_channel`."""
+"""Party-to-party channels. zmq is imported only by :mod:`ss_engine.net.zmq_channel`."""
 from .channel import Channel, ChannelClosed, ChannelStats, ChannelTimeout, validate_arrays
 from .memory import InMemoryChannel, memory_channel_pair
 

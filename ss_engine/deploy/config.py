@@ -42,6 +42,8 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .ports import free_ports
+
 __all__ = ["DeployConfig", "DealerSection", "ServerSection", "ConfigError", "load_config",
            "local_config", "write_config"]
 
@@ -196,7 +198,6 @@ def write_config(cfg: DeployConfig, path) -> Path:
 def local_config(root, ports: tuple[int, int, int, int] | None = None, **overrides) -> DeployConfig:
     """A loopback deployment under ``root`` (free ports picked when none given)."""
     if ports is None:
-        from .launch import free_ports
         ports = free_ports(4)
     pd, p0, p1, pp = ports
     dealer_over = {k[7:]: overrides.pop(k) for k in list(overrides) if k.startswith("dealer_")

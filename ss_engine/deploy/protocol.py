@@ -1,6 +1,6 @@
 """The client <-> server job protocol: names, limits and the job digest both sides agree on.
 
-Every request is a :mod:`ss_engine.comm.wire` message from an authorised client (its
+Every request is a :mod:`ss_engine.net.wire` message from an authorised client (its
 CurveZMQ public key is on the server's allow-list) with a request id ``rid``; every reply
 echoes ``rid`` and is either the typed answer or ``{"type": "error", "message": ...}``.
 

@@ -32,7 +32,7 @@ import zmq
 from ..preprocessing.source import CorrectionLink
 from ..preprocessing.specs import RING, ItemRef, MaterialSpec, shift_spec, spec_from_wire
 from ..prg import SEED_BYTES
-from .channel import ChannelClosed, ChannelTimeout
+from ..comm.channel import ChannelClosed, ChannelTimeout
 from .wire import WireCaps, WireError, decode_message, encode_message
 from .zmq_channel import CurveContext
 

@@ -1,6 +1,6 @@
 """One comparison of the engine and the plaintext-preprocessing baselines (issue 6).
 
-    python -m benchmarks.compare_baselines --json-out F.json --md-out F.md --png-out F.png
+    python -m baselines.compare --json-out F.json --md-out F.md --png-out F.png
 
 Runs every scheme in ``baselines`` on the same data and network (network-a, MNIST by
 default) and writes one Markdown table, the full JSON of every run, and a PNG with two bar

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Sequence
 
-from .channel import ChannelClosed, ChannelTimeout
+from ..comm.channel import ChannelClosed, ChannelTimeout
 from .sealed import FrameSealer
 
 __all__ = ["SealedStream", "listen_ephemeral"]

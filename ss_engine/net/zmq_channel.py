@@ -37,7 +37,7 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from .channel import Channel, ChannelClosed, ChannelTimeout
+from ..comm.channel import Channel, ChannelClosed, ChannelTimeout
 from .keys import KeyPair
 from .sealed import KEY_BYTES, FrameSealer, SealError, new_key
 from .sealed_stream import SealedStream, listen_ephemeral

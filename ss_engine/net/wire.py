@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 import numpy as np
 
-from .channel import ALLOWED_DTYPES
+from ..comm.channel import ALLOWED_DTYPES
 
 __all__ = [
     "PROTOCOL_VERSION", "WireError", "WireCaps", "DEFAULT_CAPS", "encode_message",
