@@ -39,7 +39,7 @@ from baselines.common import (
 from baselines.shuffle import pixels_matched
 from ss_engine.config import EngineConfig, FixedPointConfig
 from ss_engine.encoding import decode, encode
-from ss_engine.nn.models import init_params
+from ss_engine.description import init_params
 from ss_engine.owner import encode_labels, reconstruct_params, share_arrays
 from ss_engine.prg import PRG
 from ss_engine.sharing import share

@@ -16,6 +16,7 @@ import json
 import os
 
 from ss_engine.local_train import run_local_training
+from ss_engine.request import TrainRequest
 
 RUNS = {
     "network-a": dict(dataset="mnist", model="network-a", epochs=10, batch_size=128, lr=0.05),
@@ -43,10 +44,10 @@ def main(argv=None) -> dict:
     for name, kw in RUNS.items():
         if args.only and name != args.only:
             continue
-        r = run_local_training(**kw, momentum=0.9, compare_plaintext=True, loss_every=1,
-                               secure_eval_limit=2000, progress=False,
-                               json_out=os.path.join(args.out, f"accuracy_{name}.json"),
-                               plot_out=os.path.join(args.out, f"accuracy_{name}.png"))
+        r = run_local_training(TrainRequest.build(
+            **kw, momentum=0.9, compare_plaintext=True, loss_every=1, secure_eval=2000,
+            progress=False, json_out=os.path.join(args.out, f"accuracy_{name}.json"),
+            plot_out=os.path.join(args.out, f"accuracy_{name}.png")))
         summary[name] = {"secure": r["epoch_test_accuracy"], "plaintext": r["plaintext_epoch_test_accuracy"],
                          "samples_per_second": r["samples_per_second"], "bars": check_bars(name, r)}
         print(name, json.dumps(summary[name]))

@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from ss_engine.nn.models import INPUT_SHAPES, build_model, init_params
+from ss_engine.description import describe, init_params
+from ss_engine.nn.models import build_model
 from ss_engine.job import TrainJob
 from ss_engine.training import PartyState, train_party
 
@@ -141,7 +142,7 @@ def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, st
             else:
                 marks[ctx.rank]["t_end"] = time.perf_counter()
 
-        step_loop(ctx, net, xs, ys, batch_size, warm + steps, input_shape=INPUT_SHAPES[model],
+        step_loop(ctx, net, xs, ys, batch_size, warm + steps, input_shape=describe(model).input_shape,
                   on_step=on_step, phase=rec.phase)
         return labels
 

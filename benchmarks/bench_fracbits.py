@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ss_engine.local_train import run_local_training
+from ss_engine.request import TrainRequest
 
 from .common import log, machine_info, write_json, section_main
 
@@ -24,10 +25,10 @@ FRAC_BITS = (12, 16, 20, 24)
 def accuracy_at(frac_bits: int, train_limit: int | None, test_limit: int | None,
                 dataset: str = "mnist", model: str = "network-a", batch_size: int = 128,
                 loss_every: int = 10) -> dict:
-    r = run_local_training(dataset=dataset, model=model, epochs=1, batch_size=batch_size,
-                           train_limit=train_limit, test_limit=test_limit, compare_plaintext=True,
-                           frac_bits=frac_bits, loss_every=loss_every, secure_eval_limit=0,
-                           progress=False)
+    r = run_local_training(TrainRequest.build(
+        dataset=dataset, model=model, epochs=1, batch_size=batch_size, train_limit=train_limit,
+        test_limit=test_limit, compare_plaintext=True, frac_bits=frac_bits, loss_every=loss_every,
+        secure_eval=0, progress=False))
     losses = r.get("losses") or []
     return {"frac_bits": frac_bits, "dataset": dataset, "train_samples": r["train_samples"],
             "test_samples": r["test_samples"], "test_accuracy": r["test_accuracy"],

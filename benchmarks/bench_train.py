@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ss_engine.nn.models import init_params
+from ss_engine.description import init_params
 from ss_engine.job import TrainJob, steps_per_epoch
 from ss_engine.training import PartyState, predict_party, train_party
 
@@ -113,10 +113,10 @@ def _torch_setup(model: str, threads: int = 2):
 def plaintext_training(model: str, batch_size: int, warm: int, steps: int, x: np.ndarray,
                        y: np.ndarray, threads: int = 2) -> dict:
     """Plain torch float32, same model/init/batch/optimiser (SGD, momentum 0.9)."""
-    from ss_engine.nn.models import INPUT_SHAPES
+    from ss_engine.description import describe
     torch, net = _torch_setup(model, threads)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    xt = torch.as_tensor(np.asarray(x, np.float32).reshape((len(x),) + INPUT_SHAPES[model]))
+    xt = torch.as_tensor(np.asarray(x, np.float32).reshape((len(x),) + describe(model).input_shape))
     yt = torch.as_tensor(np.asarray(y, np.int64))
     n = len(x)
     marks = []
@@ -172,10 +172,10 @@ def secure_inference(model: str, batch_size: int, n: int, frac_bits: int = 16, d
 
 
 def plaintext_inference(model: str, batch_size: int, n: int, x: np.ndarray, threads: int = 2) -> dict:
-    from ss_engine.nn.models import INPUT_SHAPES
+    from ss_engine.description import describe
     torch, net = _torch_setup(model, threads)
     net.eval()
-    xt = torch.as_tensor(np.asarray(x[:n], np.float32).reshape((-1,) + INPUT_SHAPES[model]))
+    xt = torch.as_tensor(np.asarray(x[:n], np.float32).reshape((-1,) + describe(model).input_shape))
     with torch.no_grad():
         net(xt[:batch_size])
         reps, t0 = 0, time.perf_counter()

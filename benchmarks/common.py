@@ -3,7 +3,7 @@ training step for models built by hand, machine facts, JSON output.
 
 Nothing here changes the engine: the suite drives the same public entry points the CLI
 uses (``LocalRuntime``, ``train_party``, ``predict_party``) and, for models that are not in
-``MODEL_SPECS``, a step loop that mirrors ``train_party``'s body line for line
+the built-in descriptions, a step loop that mirrors ``train_party``'s body line for line
 (``step_loop``; ``bench_breakdown`` checks that it sends the same bytes and rounds).
 """
 from __future__ import annotations

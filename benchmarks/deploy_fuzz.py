@@ -202,6 +202,7 @@ def _send_one(s, frames, stats, timeout, replies_optional=False) -> None:
 def main(argv=None) -> int:
     from client.session import ClientSession
     from client.train import train_remote
+    from ss_engine.request import TrainRequest
     from ss_engine.deploy.launch import launch_local
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--count", type=int, default=10_000)
@@ -211,8 +212,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as root:
         with launch_local(root=root, clients=("client", "fuzzer")) as dep:
-            r = train_remote(dep.config, dataset="mnist-small", train_limit=64, test_limit=10,
-                             batch_size=32, secure_eval_limit=0, progress=False, timeout=120)
+            r = train_remote(dep.config, TrainRequest.build(
+                dataset="mnist-small", train_limit=64, test_limit=10, batch_size=32,
+                secure_eval=0, progress=False), timeout=120)
             with ClientSession(dep.config) as s:
                 before = s.fetch(r["job"])
             stats = run_fuzz(dep, r["job"], args.count, args.seed, args.dealer_count)

@@ -83,14 +83,15 @@ def training_comparison(train_limit: int, batch_size: int, epochs: int = 1,
     from client.train import train_remote
     from ss_engine.deploy.launch import launch_local
     from ss_engine.local_train import run_local_training
+    from ss_engine.request import TrainRequest
     kw = dict(dataset=dataset, train_limit=train_limit, test_limit=500, batch_size=batch_size,
-              epochs=epochs, secure_eval_limit=0, progress=False)
-    local = run_local_training(compare_plaintext=True, **kw)
+              epochs=epochs, secure_eval=0, progress=False)
+    local = run_local_training(TrainRequest.build(compare_plaintext=True, **kw))
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         with launch_local(root=root) as dep:
             launch = time.perf_counter() - t0
-            remote = train_remote(dep.config, timeout=1800, **kw)
+            remote = train_remote(dep.config, TrainRequest.build(**kw), timeout=1800)
     dl = remote["dealer_link"]
     return {
         "model": "network-a", "dataset": dataset, "train_samples": remote["train_samples"],

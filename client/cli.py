@@ -10,45 +10,92 @@ predict   secure inference with a trained model, revealed to this client only
 status    a job's status on both servers
 baseline  one plaintext-preprocessing baseline and its attack
 compare   the comparison table of every scheme
-
-It lives in ``client/`` because it is the client's tool: ``ss_engine`` never imports the
-trust domains or the baselines.
 """
+# This lives in client/ because it is the client's tool: ss_engine never imports the trust
+# domains or the baselines.
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "request_from_args"]
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="network-a", metavar="NAME|PATH.json|PATH.py:FUNCTION",
+                   help="a built-in network (network-a, network-b, network-c, network-d, lenet), a "
+                        "model description in JSON, or a Python file and the function in it that "
+                        "returns a torch nn.Sequential (trained from its own initial weights); "
+                        "default network-a")
+    p.add_argument("--dataset", default="mnist", metavar="NAME|PATH.npz|PATH.csv",
+                   help="mnist, fashion-mnist, mnist-small (shipped), an .npz with arrays x and y, "
+                        "or a CSV with a header row and numeric columns; default mnist")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="CSV: the column holding the labels (or regression targets)")
+    p.add_argument("--test", default=None, metavar="PATH",
+                   help="a separate test file in the training file's format")
+    p.add_argument("--test-split", type=float, default=None, metavar="FRACTION",
+                   help="without --test, hold out this fraction of the file for testing (default 0.2)")
+    p.add_argument("--normalize", default="standard", choices=["standard", "unit", "none"],
+                   help="how the data owner scales features before sharing (saved with an exported "
+                        "model): standardise, scale to [0, 1], or leave as is; default standard")
+    p.add_argument("--task", default="classification", choices=["classification", "regression"],
+                   help="classification (integer labels 0..k-1, cross-entropy) or regression "
+                        "(float targets, squared error); default classification")
+    p.add_argument("--frac-bits", type=int, default=16,
+                   help="fractional bits of the fixed-point encoding (12-24); default 16")
+    p.add_argument("--seed", type=int, default=0,
+                   help="public seed: initial weights, batch order and test split; default 0")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist", "mnist-small"])
-    p.add_argument("--model", default="network-a", choices=["network-a", "lenet"])
+    _add_data_args(p)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate; default 0.1")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum; default 0.9")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--lr-step", type=int, default=0, help="decay the lr every N epochs (0: constant)")
-    p.add_argument("--lr-gamma", type=float, default=0.1)
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--test-limit", type=int, default=None)
-    p.add_argument("--frac-bits", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0, help="public seed: initial weights and batch order")
+    p.add_argument("--lr-step", type=int, default=0, help="decay the learning rate every N epochs "
+                                                          "(0: constant)")
+    p.add_argument("--lr-gamma", type=float, default=0.1, help="decay factor for --lr-step")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--test-limit", type=int, default=None, help="use only the first N test samples")
     p.add_argument("--loss-every", type=int, default=10,
-                   help="reveal the loss to the trainer every N steps (0: never)")
+                   help="show the training loss every N steps (only you see it; 0: never)")
     p.add_argument("--secure-eval", type=int, default=1000,
-                   help="test images to classify with secure inference at the end")
-    p.add_argument("--compare-plaintext", action="store_true")
-    p.add_argument("--json-out", default=None)
-    p.add_argument("--plot-out", default=None, help="learning-curve PNG")
+                   help="test samples to classify with secure inference at the end (0: none)")
+    p.add_argument("--compare-plaintext", action="store_true",
+                   help="also train the same model in plain PyTorch (same start, batches, schedule)")
+    p.add_argument("--json-out", default=None, metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--plot-out", default=None, metavar="FILE.png",
+                   help="plot the training loss and test accuracy")
+    p.add_argument("--export", default=None, metavar="PATH.pt2|PATH.pt|PATH.onnx",
+                   help="write the trained model with its normalisation: .pt2 a torch.export "
+                        "program for raw inputs, .pt a state_dict with the normalisation beside "
+                        "it, .onnx an ONNX graph (needs the onnx extra)")
     p.add_argument("--local", action="store_true",
-                   help="run in the local runtime (party threads + in-process dealer)")
+                   help="run both parties and the dealer in this process instead of three processes")
     p.add_argument("--config", default=None, help="deployment config naming the servers and dealer")
-    p.add_argument("--export", default=None, help="write the trained model as a torch state_dict")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def request_from_args(args) -> "TrainRequest":
+    """The one request every runtime consumes, from parsed ``train`` (or ``predict``) args."""
+    from ss_engine.request import DataRequest, Outputs, Schedule, TrainRequest
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    data = DataRequest(dataset=args.dataset, label_column=args.label_column, test=args.test,
+                       test_split=args.test_split, normalize=args.normalize, task=args.task,
+                       train_limit=get("train_limit"), test_limit=get("test_limit"))
+    schedule = Schedule(epochs=get("epochs", 1), batch_size=get("batch_size", 128),
+                        lr=get("lr", 0.1), momentum=get("momentum", 0.9),
+                        weight_decay=get("weight_decay", 0.0), lr_step=get("lr_step", 0),
+                        lr_gamma=get("lr_gamma", 0.1), loss_every=get("loss_every", 0))
+    outputs = Outputs(json_out=get("json_out"), plot_out=get("plot_out"), export=get("export"),
+                      compare_plaintext=bool(get("compare_plaintext", False)),
+                      secure_eval=get("secure_eval", 0), progress=not get("no_progress", True))
+    return TrainRequest(model=args.model, data=data, schedule=schedule, outputs=outputs,
+                        frac_bits=args.frac_bits, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,13 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--dir", required=True)
     kg.add_argument("names", nargs="+")
     kg.add_argument("--force", action="store_true")
-    pr = sub.add_parser("predict", help="secure inference on test images with a trained job's model")
+    pr = sub.add_parser("predict", help="secure inference on test samples with a trained job's "
+                                        "model (give the training run's model and data options)")
     pr.add_argument("--config", required=True)
-    pr.add_argument("--job", required=True)
-    pr.add_argument("--dataset", default="mnist")
-    pr.add_argument("--model", default="network-a")
-    pr.add_argument("--limit", type=int, default=1000)
-    pr.add_argument("--frac-bits", type=int, default=16)
+    pr.add_argument("--job", required=True, help="the training job whose model to use")
+    _add_data_args(pr)
+    pr.add_argument("--limit", type=int, default=1000, help="test samples to classify")
     stt = sub.add_parser("status", help="a job's status on both servers")
     stt.add_argument("--config", required=True)
     stt.add_argument("--job", required=True)
@@ -84,46 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(r: dict) -> str:
-    lines = [f"secure test accuracy      {100 * r['test_accuracy']:.2f}%  ({r['model']}, {r['dataset']}, "
-             f"{r['epochs']} epoch(s), {r['runtime']} runtime)"]
-    if "plaintext_test_accuracy" in r:
-        lines.append(f"plaintext torch accuracy  {100 * r['plaintext_test_accuracy']:.2f}%")
-    lines.append(f"throughput                {r['samples_per_second']:,.0f} samples/s "
-                 f"({1000 * r['seconds_per_step']:.1f} ms/step)")
-    if r.get("plaintext_samples_per_second"):
-        lines.append(f"plaintext throughput      {r['plaintext_samples_per_second']:,.0f} samples/s "
-                     f"(secure is {r['slowdown_vs_plaintext']:.0f}x slower)")
-    lines.append(f"per step and party        {r['bytes_per_step'] / 1e6:.2f} MB sent, "
-                 f"{r['rounds_per_step']:.0f} rounds; dealer {r['dealer_bytes_per_step'] / 1e6:.2f} MB")
-    if "secure_inference_accuracy" in r:
-        lines.append(f"secure inference          {100 * r['secure_inference_accuracy']:.2f}% on "
-                     f"{r['secure_inference_samples']} test images, agreement with plaintext "
-                     f"{100 * r['secure_vs_plain_agreement']:.1f}%")
-    return "\n".join(lines)
-
-
 def _train(args) -> int:
-    kw = dict(dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-              lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, lr_step=args.lr_step,
-              lr_gamma=args.lr_gamma, train_limit=args.train_limit, test_limit=args.test_limit,
-              compare_plaintext=args.compare_plaintext, frac_bits=args.frac_bits, seed=args.seed,
-              loss_every=args.loss_every, secure_eval_limit=args.secure_eval,
-              progress=not args.no_progress, json_out=args.json_out)
+    from ss_engine.export import check_export_path
+    request = request_from_args(args)
+    if args.export:
+        check_export_path(args.export)  # before any work
+    if args.local and args.config:
+        raise ValueError("--local runs without servers: --config does not apply")
     if args.local:
-        if args.config or args.export:
-            raise ValueError("--local runs without servers: --config and --export do not apply")
         from ss_engine.local_train import run_local_training
-        report = run_local_training(**kw, plot_out=args.plot_out)
-    elif args.plot_out:
-        raise ValueError("--plot-out needs per-epoch accuracies: use it with --local")
+        report = run_local_training(request)
     elif args.config:
         from .train import train_remote
-        report = train_remote(args.config, **kw, export_path=args.export)
+        report = train_remote(args.config, request)
     else:
         from .train import train_with_local_servers
-        report = train_with_local_servers(**kw, export_path=args.export)
-    print(_summary(report))
+        report = train_with_local_servers(request)
+    from ss_engine.report import format_summary
+    print(format_summary(report))
     return 0
 
 
@@ -161,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             from .train import predict_dataset
-            out = predict_dataset(args.config, args.job, dataset=args.dataset, limit=args.limit,
-                                  model=args.model, frac_bits=args.frac_bits)
+            out = predict_dataset(args.config, args.job, request_from_args(args), limit=args.limit)
             print(json.dumps({k: v for k, v in out.items() if k != "predictions"}, indent=2, default=str))
             return 0
         if args.command == "status":

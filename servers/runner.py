@@ -28,7 +28,7 @@ from ss_engine.comm import ChannelClosed, ChannelTimeout
 from ss_engine.net.dealer_link import RemoteDealerLink
 from ss_engine.net.zmq_channel import CurveContext, ZmqPeerChannel
 from ss_engine.config import EngineConfig, FixedPointConfig
-from ss_engine.nn.models import INPUT_SHAPES, param_names
+from ss_engine.nn.models import param_names
 from ss_engine.party import PartyContext
 from ss_engine.preprocessing.source import SeededSource
 from ss_engine.job import TrainJob, steps_per_epoch
@@ -58,6 +58,8 @@ class Live:
     # until party 1 has announced the step's schedule, after the first step)
     warmup_seconds: float | None = None       # time to the end of the warm-up steps
     warmup_end_step: int = 0                  # the step count there
+    start_step: int = 0                       # the step this run (re)started from: ``seconds``
+                                              # times steps start_step..step
 
 
 #: steps of a run that the steady-state figures leave out
@@ -211,7 +213,7 @@ class JobRunner(threading.Thread):
         spe = steps_per_epoch(len(x), job.batch_size)
         every = self.cfg.checkpoint_every
         self._set(rec, "running", f"resumed from step {step}" if step else "running")
-        lv.step, lv.started = step, time.monotonic()
+        lv.step, lv.started, lv.start_step = step, time.monotonic(), step
         lv.warmup_seconds, lv.warmup_end_step = None, 0
         stats0 = ch.stats.snapshot()
 
@@ -221,6 +223,10 @@ class JobRunner(threading.Thread):
                 lv.losses.append((s, np.asarray(py).copy()))
             if st.step % every == 0 or st.step % spe == 0:
                 self.store.save_checkpoint(rec.job, st)
+            if st.step % spe == 0:
+                log.info("job %s: epoch %d/%d done (step %d/%d, %.1f s since %s)", rec.job,
+                         st.step // spe, job.epochs, st.step, rec.total_steps,
+                         time.monotonic() - lv.started, f"step {step}" if step else "start")
             lv.channel = ch.stats.minus(stats0).as_dict()
             lv.seconds = time.monotonic() - lv.started
             if lv.warmup_seconds is None and s + 1 - step >= WARM_STEPS:
@@ -234,9 +240,8 @@ class JobRunner(threading.Thread):
         self._set(rec, "done", "finished")
 
     def _predict(self, rec, ch, link, key, config, lv) -> None:
-        model = rec.train.get("model", "")
-        if model not in INPUT_SHAPES:
-            raise _Fatal(f"unknown model {model!r}")
+        job = TrainJob.from_dict(rec.train)
+        model = job.model
         if rec.model_job:
             names, arrays = self.store.load_result(rec.model_job)
             params = dict(zip(names, (np.array(a) for a in arrays)))
@@ -248,11 +253,12 @@ class JobRunner(threading.Thread):
         ctx = PartyContext(self.rank, ch, source, config)
         self._set(rec, "running", "predicting")
         t0 = time.monotonic()
-        out = predict_party(ctx, model, params, x)
+        out = predict_party(ctx, model, params, x, task=job.task)
         lv.seconds = time.monotonic() - t0
         lv.step = 1
         ch.exchange([np.array([len(out)], np.int64)], label="finish")
-        self.store.save_result(rec.job, {"onehot": np.asarray(out, np.int64)})
+        name = "onehot" if job.task == "classification" else "outputs"
+        self.store.save_result(rec.job, {name: np.asarray(out, np.int64)})
         self._set(rec, "done", "finished")
 
 

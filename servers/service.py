@@ -26,9 +26,8 @@ from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.deploy.protocol import (CLIENT_CAPS_KW, JOB_KINDS, MAX_ROW_ELEMENTS, MAX_ROWS,
                                        PART_RE, TENSOR_RE, job_digest)
-from ss_engine.nn.models import init_params
 from ss_engine.prg import SEED_BYTES
-from ss_engine.job import JobError, TrainJob, steps_per_epoch
+from ss_engine.job import JobError, TrainJob, steps_per_epoch, upload_shapes
 
 from .runner import JobRunner, Live
 from .store import JobStore
@@ -40,10 +39,6 @@ CAPS = WireCaps(**CLIENT_CAPS_KW)
 MAX_TENSOR_BYTES = 8 << 30
 MAX_LOSS_REPLY = 10_000
 _TYPES = ("ping", "upload", "upload_status", "submit", "status", "fetch", "delete")
-
-
-def _param_shapes(model: str) -> dict[str, tuple]:
-    return {k: v.shape for k, v in init_params(model, 0).items()}
 
 
 class Server:
@@ -65,7 +60,6 @@ class Server:
                                 load_public_key(public_path(keys, peer.key)),
                                 load_public_key(public_path(keys, cfg.dealer.key)), self.live, self.stop)
         self.handled = self.refused = 0
-        self._shapes: dict[str, dict] = {}
 
     # -- loop -----------------------------------------------------------------------------
     def serve(self) -> None:
@@ -182,6 +176,8 @@ class Server:
             raise WireError("parts must be distinct names of uploaded data parts")
         try:
             tj = TrainJob.from_dict(train)
+            # every expected shape comes from the job's own model description, within caps
+            shapes = upload_shapes(tj, self.cfg.model_caps)
         except (JobError, ValueError, TypeError) as exc:
             raise WireError(f"invalid training settings: {exc}") from None
         with self.store.lock:
@@ -200,21 +196,20 @@ class Server:
                     raise WireError(f"{name} has rows of shape {i.row_shape}, expected {tuple(row_shape)}")
                 return i.rows
             rows: dict[str, int] = {}
-            shapes = self._shapes.setdefault(tj.model, _param_shapes(tj.model))
             if kind == "train":
                 if not parts:
                     raise WireError("a training job needs at least one data part")
                 for p in parts:
-                    rows[f"data/{p}/x"] = need(f"data/{p}/x", (784,))
-                    rows[f"data/{p}/y"] = need(f"data/{p}/y", (10,))
+                    rows[f"data/{p}/x"] = need(f"data/{p}/x", shapes.x)
+                    rows[f"data/{p}/y"] = need(f"data/{p}/y", shapes.y)
                     if rows[f"data/{p}/x"] != rows[f"data/{p}/y"]:
                         raise WireError(f"part {p}: images and labels differ in count")
                 if model_job:
                     raise WireError("model_job is for prediction jobs")
             else:
-                rows["input/x"] = need("input/x", (784,))
+                rows["input/x"] = need("input/x", shapes.x)
             if kind == "train" or not model_job:
-                for n, s in shapes.items():
+                for n, s in shapes.params.items():
                     rows[f"param/{n}"] = need(f"param/{n}", s)
                     if rows[f"param/{n}"] != 1:
                         raise WireError(f"param/{n} must be one row")
@@ -222,8 +217,10 @@ class Server:
                 src = self.store.jobs.get(model_job)
                 if src is None or src.owner != user or src.kind != "train" or src.state != "done":
                     raise WireError(f"model_job {model_job!r} is not a finished training job of yours")
-                if src.train.get("model") != tj.model:
-                    raise WireError(f"model_job trained {src.train.get('model')!r}, not {tj.model!r}")
+                trained = TrainJob.from_dict(src.train)
+                if trained.model != tj.model or trained.task != tj.task:
+                    raise WireError(f"model_job {model_job!r} trained another model or task "
+                                    f"({trained.model.name or 'unnamed'}, {trained.task})")
             n = sum(rows[f"data/{p}/x"] for p in parts) if kind == "train" else rows["input/x"]
             rec.kind, rec.owner, rec.train, rec.frac_bits = kind, user, tj.to_dict(), frac_bits
             rec.parts, rec.model_job, rec.test_seed = list(parts), model_job, seed
@@ -243,5 +240,6 @@ class Server:
                 "step": step, "total": rec.total_steps, "epoch": lv.epoch,
                 "seconds": lv.seconds, "channel": lv.channel, "dealer": lv.dealer,
                 "warmup_end_step": lv.warmup_end_step, "warmup_seconds": lv.warmup_seconds,
+                "start_step": lv.start_step,
                 "loss_steps": [s for s, _ in losses], "time": time.time()}, [a for _, a in losses]
 

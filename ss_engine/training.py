@@ -13,10 +13,11 @@ from typing import Callable
 
 import numpy as np
 
+from .description import ModelDescription, describe
 from .nn.layers import Sequential
-from .nn.loss import SoftmaxCrossEntropy
+from .nn.loss import MSELoss, SoftmaxCrossEntropy
 from .job import JobError, TrainJob, batch_order, steps_per_epoch
-from .nn.models import INPUT_SHAPES, build_model, param_names
+from .nn.models import build_model, param_names
 from .nn.module import ForwardState
 from .nn.optim import SGD
 from .party import PartyContext
@@ -37,14 +38,16 @@ class PartyState:
     source_seq: int = 0
 
 
-def _inputs(model: str, xb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(xb.reshape((xb.shape[0],) + INPUT_SHAPES[model]))
+def _inputs(model: ModelDescription, xb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(xb.reshape((xb.shape[0],) + model.input_shape))
 
 
 def _model_from_state(job: TrainJob, state: PartyState) -> tuple[Sequential, SGD]:
     missing = set(param_names(job.model)) - set(state.params)
     if missing:
         raise JobError(f"missing parameter shares {sorted(missing)}")
+    if job.optimizer != "sgd":
+        raise JobError(f"the {job.optimizer!r} update on shares is not available yet; use sgd")
     model = build_model(job.model, state.params)
     params = model.parameters()
     for p in params:
@@ -61,11 +64,12 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
 
     Resumes from ``state.step`` (the source's sequence number must match ``state.source_seq``).
     """
-    n = x_share.shape[0]
-    if y_share.shape != (n, 10):
-        raise JobError(f"labels must be one-hot shares of shape ({n}, 10), got {y_share.shape}")
+    n, k = x_share.shape[0], job.model.num_outputs
+    if y_share.shape != (n, k):
+        what = "one-hot label" if job.task == "classification" else "target"
+        raise JobError(f"{what} shares must have shape ({n}, {k}), got {y_share.shape}")
     model, opt = _model_from_state(job, state)
-    loss = SoftmaxCrossEntropy()
+    loss = SoftmaxCrossEntropy() if job.task == "classification" else MSELoss()
     spe = steps_per_epoch(n, job.batch_size)
     total = job.epochs * spe if stop_at_step is None else min(stop_at_step, job.epochs * spe)
     order, order_epoch = None, -1
@@ -91,13 +95,16 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
     return state
 
 
-def predict_party(ctx: PartyContext, model_name: str, params: dict[str, np.ndarray],
-                  x_share: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Integer one-hot shares of the predicted class for each shared input (secure inference)."""
-    model = build_model(model_name, params)
+def predict_party(ctx: PartyContext, model: ModelDescription | str, params: dict[str, np.ndarray],
+                  x_share: np.ndarray, batch_size: int = 1000,
+                  task: str = "classification") -> np.ndarray:
+    """Secure inference: integer one-hot shares of the predicted class for each shared input
+    (classification), or shares of the outputs with f fractional bits (regression)."""
+    desc = describe(model)
+    net = build_model(desc, params)
     out = []
     for s in range(0, x_share.shape[0], batch_size):
-        x = SharedTensor(ctx, _inputs(model_name, x_share[s:s + batch_size]))
-        logits = model.forward(x, ForwardState(training=False))
-        out.append(argmax_s(ctx, logits.share, axis=-1))
-    return np.concatenate(out) if out else np.zeros((0, 10), np.int64)
+        x = SharedTensor(ctx, _inputs(desc, x_share[s:s + batch_size]))
+        logits = net.forward(x, ForwardState(training=False))
+        out.append(argmax_s(ctx, logits.share, axis=-1) if task == "classification" else logits.share)
+    return np.concatenate(out) if out else np.zeros((0, desc.num_outputs), np.int64)

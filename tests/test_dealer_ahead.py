@@ -2,7 +2,7 @@
 import numpy as np
 
 from ss_engine.encoding import encode
-from ss_engine.nn.models import init_params
+from ss_engine.description import init_params
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.local_train import load_preprocessed
 from ss_engine.preprocessing.ahead import AheadDealerLink

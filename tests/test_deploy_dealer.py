@@ -15,7 +15,7 @@ from ss_engine.config import EngineConfig
 from ss_engine.deploy.config import local_config
 from ss_engine.deploy.launch import ensure_keys
 from ss_engine.encoding import encode
-from ss_engine.nn.models import init_params
+from ss_engine.description import init_params
 from ss_engine.owner import share_arrays
 from ss_engine.party import PartyContext
 from ss_engine.preprocessing import ItemRef, MaskSpec, ProductSpec, SeededSource

@@ -14,6 +14,7 @@ import pytest
 
 from client.session import ClientSession
 from client.train import train_remote
+from ss_engine.request import TrainRequest
 from ss_engine.comm import ChannelTimeout
 from ss_engine.net.keys import ensure_keypair, load_public_key, public_path
 from ss_engine.net.wire import encode_message
@@ -36,9 +37,9 @@ def dep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(dep):
-    r = train_remote(dep.config, dataset="mnist-small", train_limit=N, test_limit=200,
-                     batch_size=BS, epochs=1, secure_eval_limit=100, progress=False, loss_every=2,
-                     test_seed=SEED, timeout=120)
+    r = train_remote(dep.config, TrainRequest.build(
+        dataset="mnist-small", train_limit=N, test_limit=200, batch_size=BS, epochs=1,
+        secure_eval=100, progress=False, loss_every=2), test_seed=SEED, timeout=120)
     return r
 
 
@@ -161,9 +162,9 @@ def test_kill_minus_9_each_process_and_resume_bit_exact(tmp_path):
 
         def run():
             try:
-                out["r"] = train_remote(d.config, dataset="mnist-small", train_limit=n, test_limit=50,
-                                        batch_size=bs, secure_eval_limit=0, progress=False,
-                                        test_seed=SEED, job="killjob", timeout=150)
+                out["r"] = train_remote(d.config, TrainRequest.build(
+                    dataset="mnist-small", train_limit=n, test_limit=50, batch_size=bs,
+                    secure_eval=0, progress=False), test_seed=SEED, job="killjob", timeout=150)
             except BaseException as exc:  # noqa: BLE001
                 errs.append(exc)
         th = threading.Thread(target=run)

@@ -12,7 +12,7 @@ from ss_engine.config import EngineConfig, FixedPointConfig
 from ss_engine.deploy.launch import launch_local
 from ss_engine.encoding import encode
 from ss_engine.local_train import load_preprocessed
-from ss_engine.nn.models import init_params
+from ss_engine.description import init_params
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.simulate import LocalRuntime
 from ss_engine.job import TrainJob

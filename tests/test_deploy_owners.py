@@ -7,7 +7,7 @@ from client.session import ClientSession
 from ss_engine.config import FixedPointConfig
 from ss_engine.encoding import decode, encode
 from ss_engine.local_train import load_preprocessed
-from ss_engine.nn.models import init_params
+from ss_engine.description import init_params
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.prg import PRG
 from ss_engine.sharing import share

@@ -9,6 +9,7 @@ import pytest
 from benchmarks.deploy_fuzz import run_fuzz
 from client.session import ClientSession
 from client.train import train_remote
+from ss_engine.request import TrainRequest
 
 from .test_deploy_helpers import start
 
@@ -24,8 +25,8 @@ def dep(tmp_path):
 
 
 def test_fuzz_live_processes(dep):
-    r = train_remote(dep.config, dataset="mnist-small", train_limit=64, test_limit=10,
-                     batch_size=32, secure_eval_limit=0, progress=False, timeout=120)
+    r = train_remote(dep.config, TrainRequest.build(dataset="mnist-small", train_limit=64,
+                     test_limit=10, batch_size=32, secure_eval=0, progress=False), timeout=120)
     with ClientSession(dep.config) as s:
         before = s.fetch(r["job"])
     stats = run_fuzz(dep, r["job"], count=1000, seed=1, dealer_count=300)
@@ -41,6 +42,6 @@ def test_fuzz_live_processes(dep):
         for k in before[p]:
             assert np.array_equal(before[p][k], after[p][k])
     # a new job still trains after the storm
-    r2 = train_remote(dep.config, dataset="mnist-small", train_limit=32, test_limit=10,
-                      batch_size=32, secure_eval_limit=0, progress=False, timeout=120)
+    r2 = train_remote(dep.config, TrainRequest.build(dataset="mnist-small", train_limit=32,
+                      test_limit=10, batch_size=32, secure_eval=0, progress=False), timeout=120)
     assert r2["steps"] == 1

@@ -4,7 +4,8 @@ import pytest
 
 from ss_engine.encoding import decode, encode
 from ss_engine.local_train import load_preprocessed, run_local_training
-from ss_engine.nn.models import init_params
+from ss_engine.request import TrainRequest
+from ss_engine.description import init_params
 from ss_engine.owner import encode_images, encode_labels, reconstruct_params, share_arrays
 from ss_engine.job import JobError, TrainJob, batch_order
 from ss_engine.training import PartyState, train_party
@@ -79,12 +80,12 @@ def test_bad_jobs_are_rejected():
 def test_short_secure_training_run_reaches_plaintext_accuracy():
     """CI's short run: network-a, real MNIST, 12,000 images, 1 epoch (the full runs are
     in benchmarks/): >= 90% and within 2 points of the torch twin."""
-    r = run_local_training(dataset="mnist", model="network-a", epochs=1, batch_size=64, lr=0.05,
-                           train_limit=12_000, compare_plaintext=True, loss_every=20,
-                           secure_eval_limit=500, progress=False,
-                           # fixed dealer keys: the stochastic rounding, hence the accuracy,
-                           # is reproducible (with fresh keys it varies by about +-0.7 points)
-                           runtime_seed=b"ci-short-run")
+    r = run_local_training(TrainRequest.build(
+        dataset="mnist", model="network-a", epochs=1, batch_size=64, lr=0.05, train_limit=12_000,
+        compare_plaintext=True, loss_every=20, secure_eval=500, progress=False),
+        # fixed dealer keys: the stochastic rounding, hence the accuracy, is reproducible
+        # (with fresh keys it varies by about +-0.7 points)
+        runtime_seed=b"ci-short-run")
     assert r["test_accuracy"] >= 0.90
     # one epoch on 12k images: secure runs with different masks spread over +-0.7 points
     # around the twin (the full 5-epoch runs meet the issue's 0.5 points)

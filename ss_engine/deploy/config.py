@@ -10,6 +10,8 @@ the defaults)::
     peer_timeout = 60.0               # s without a message from the peer -> ChannelTimeout
     peer_wait_limit = 600.0           # s a job waits for an absent peer/dealer before failing
     peer_bulk_cipher = "aes-gcm"      # server<->server data: AES-GCM keyed over CurveZMQ, or "curve"
+    max_model_params = 20000000       # a job's model: parameters at most (0: no cap)
+    max_activations_per_batch = 134217728  # values all layers output for one batch (0: no cap)
 
     [dealer]
     endpoint = "tcp://127.0.0.1:7100" # bind address; servers connect to connect_endpoint
@@ -42,6 +44,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..description import ModelCaps
 from .ports import free_ports
 
 __all__ = ["DeployConfig", "DealerSection", "ServerSection", "ConfigError", "load_config",
@@ -98,6 +101,12 @@ class DeployConfig:
     #: CurveZMQ handshake; ports: peer_endpoint plus one ephemeral data port on server 0's
     #: host) or "curve" (everything on the CurveZMQ socket, ~100 ms slower per step here)
     peer_bulk_cipher: str = "aes-gcm"
+    max_model_params: int = 20_000_000
+    max_activations_per_batch: int = 1 << 27
+
+    @property
+    def model_caps(self) -> ModelCaps:
+        return ModelCaps(self.max_model_params, self.max_activations_per_batch)
 
     def path(self, p: str) -> Path:
         return Path(p) if os.path.isabs(p) else Path(self.root) / p
@@ -148,7 +157,8 @@ def load_config(path) -> DeployConfig:
         raise ConfigError(f"{p}: {exc}") from None
     top = {k: v for k, v in d.items() if not isinstance(v, dict)}
     known = {"keys_dir", "clients", "checkpoint_every", "peer_timeout", "peer_wait_limit",
-             "dealer_timeout", "max_jobs", "peer_bulk_cipher"}
+             "dealer_timeout", "max_jobs", "peer_bulk_cipher", "max_model_params",
+             "max_activations_per_batch"}
     if set(top) - known:
         raise ConfigError(f"unknown settings {sorted(set(top) - known)}")
     if set(d) - known - {"dealer", "server0", "server1"}:
@@ -165,6 +175,9 @@ def load_config(path) -> DeployConfig:
         raise ConfigError("need checkpoint_every >= 1 and positive timeouts")
     if not all(isinstance(c, str) for c in cfg.clients):
         raise ConfigError("clients must be a list of key names")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+               for v in (cfg.max_model_params, cfg.max_activations_per_batch)):
+        raise ConfigError("max_model_params and max_activations_per_batch must be integers >= 0")
     if cfg.peer_bulk_cipher not in ("aes-gcm", "curve"):
         raise ConfigError(f"peer_bulk_cipher must be \"aes-gcm\" or \"curve\", got {cfg.peer_bulk_cipher!r}")
     return cfg
@@ -182,7 +195,8 @@ def write_config(cfg: DeployConfig, path) -> Path:
         return json.dumps(str(v))
     lines = [f"{k} = {val(getattr(cfg, k))}" for k in
              ("keys_dir", "clients", "checkpoint_every", "peer_timeout", "peer_wait_limit",
-              "dealer_timeout", "max_jobs", "peer_bulk_cipher")]
+              "dealer_timeout", "max_jobs", "peer_bulk_cipher", "max_model_params",
+              "max_activations_per_batch")]
     for name, sec in (("dealer", cfg.dealer), ("server0", cfg.servers[0]), ("server1", cfg.servers[1])):
         lines.append(f"\n[{name}]")
         for k in sec.__dataclass_fields__:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..protocols.beaver import mask_and_open, mul_masked
+from ..protocols.beaver import mask_and_open, mul_masked, square_s
 from ..protocols.nonlinear import softmax_s
 from ..protocols.truncation import trunc_s
 from ..tensor import SharedTensor
@@ -31,7 +31,16 @@ class SoftmaxCrossEntropy:
 
 
 class MSELoss:
-    """Gradient of the summed 1/2 ||z - y||^2: z - y."""
+    """Gradient of the summed 1/2 ||z - y||^2: z - y (local, no round).
 
-    def gradient(self, out: SharedTensor, target: SharedTensor, want_prob_of_label: bool = False):
-        return out - target, None
+    The mean over the batch (1/B) is folded into the optimizer's learning rate.  With
+    ``want_loss`` the per-sample squared error ||z - y||^2 is also returned as shares
+    (``square_s``: 2 rounds), for the trainer to reconstruct.
+    """
+
+    def gradient(self, out: SharedTensor, target: SharedTensor, want_loss: bool = False):
+        grad = out - target
+        if not want_loss:
+            return grad, None
+        sq = square_s(out.ctx, grad.share).sum(axis=1)
+        return grad, SharedTensor(out.ctx, np.asarray(sq, np.int64))
