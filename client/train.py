@@ -159,9 +159,7 @@ def train_remote(config, request: TrainRequest | None = None, *, client: str = "
         def secure_predict(x: np.ndarray) -> np.ndarray:
             return predict_remote(cfg, x, model_job=job, model=tj.model, task=tj.task,
                                   frac_bits=fixed.frac_bits, session=s, prg=prg, timeout=timeout)
-        report = finish_report(prep, params, report, monitor, secure_predict)
-    report["params"] = params
-    return report
+        return finish_report(prep, params, report, monitor, secure_predict)
 
 
 def _report(cfg, job, tj, final, up_s, train_s, uploaded, n_train) -> dict:

@@ -152,6 +152,7 @@ def finish_report(prep: Prepared, params: dict, report: dict, monitor: LossMonit
         write_json(report, out.json_out)
     if out.plot_out:
         plot_learning_curve(report, out.plot_out)
+    report["params"] = params  # the reconstructed model (left out of the JSON)
     return report
 
 
@@ -201,14 +202,14 @@ def format_summary(r: dict) -> str:
             lines.append(f"plaintext torch MSE       {_fmt(r.get('plaintext_test_mse'), '.5g')}  R^2 "
                          f"{_fmt(r.get('plaintext_test_r2'), '.4f')}")
     lines.append(f"throughput                {_fmt(r.get('samples_per_second'), ',.0f')} samples/s "
-                 f"({_fmt(r.get('seconds_per_step'), '.1f', ' ms', 1000)}/step)")
+                 f"({_fmt(r.get('seconds_per_step'), '.1f', scale=1000)} ms/step)")
     if r.get("plaintext_samples_per_second"):
         lines.append(f"plaintext throughput      {_fmt(r.get('plaintext_samples_per_second'), ',.0f')} "
                      f"samples/s, same batches (secure is {_fmt(r.get('slowdown_vs_plaintext'), ',.0f')}x "
                      "slower)")
-    lines.append(f"per step and party        {_fmt(r.get('bytes_per_step'), '.2f', ' MB', 1e-6)} sent, "
+    lines.append(f"per step and party        {_fmt(r.get('bytes_per_step'), '.2f', scale=1e-6)} MB sent, "
                  f"{_fmt(r.get('rounds_per_step'), '.0f')} rounds; dealer "
-                 f"{_fmt(r.get('dealer_bytes_per_step'), '.2f', ' MB', 1e-6)}")
+                 f"{_fmt(r.get('dealer_bytes_per_step'), '.2f', scale=1e-6)} MB")
     if "secure_inference_accuracy" in r:
         lines.append(f"secure inference          {_fmt(r.get('secure_inference_accuracy'), '.2f', '%', 100)} on "
                      f"{r.get('secure_inference_samples', '?')} test samples, agreement with plaintext "

@@ -202,7 +202,7 @@ def _labels(y: np.ndarray, where: str, task: str, outputs: int, column: str | No
     yf = y.astype(np.float64)
     if not np.all(yf == np.round(yf)):
         i = int(np.argmax(yf != np.round(yf)))
-        raise DataError(f"{where}: label {y[i]!r} of sample {i}{col} is not an integer "
+        raise DataError(f"{where}: label {float(yf[i]):g} of sample {i}{col} is not an integer "
                         "(use --task regression for float targets)")
     yi = yf.astype(np.int64)
     if yi.size and (yi.min() < 0 or yi.max() >= outputs):

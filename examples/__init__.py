@@ -1,0 +1,1 @@
+"""Example user data and models for "Bring your own model and data" (README)."""
