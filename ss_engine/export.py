@@ -84,5 +84,5 @@ def export_model(path: str, desc: ModelDescription, params: dict[str, np.ndarray
         torch.export.save(program, path)
     else:
         torch.onnx.export(module, (example,), path, input_names=["x"], output_names=["y"],
-                          dynamic_shapes=({0: batch},), dynamo=True)
+                          dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
     return path

@@ -176,3 +176,15 @@ def test_registry_and_cli(tmp_path, capsys):
     r = run_baseline("shuffle", dataset=SMALL, train_limit=200, test_limit=50, epochs=1,
                      attack_ks=(1,), attack_pool=200)
     assert r["scheme"] == "key-pixel-shuffling"
+
+
+def test_shuffle_summary_says_when_a_k_was_not_reached():
+    """``compare --quick`` printed "k=None" when its small pool never reached the figure."""
+    from baselines.shuffle import attack_summary
+    atk = {"per_k": [{"k": 1, "pixels_pinned": 60}, {"k": 2, "pixels_pinned": 158},
+                     {"k": 1000, "pixels_pinned": 700}], "pixels": 784, "pool_size": 1000,
+           "k_restore_99pct": None, "smallest_k_exact": None}
+    text = attack_summary(atk)
+    assert "None" not in text and "up to k=1000 known pairs" in text and "1000 pairs tried" in text
+    atk.update(k_restore_99pct=2000, smallest_k_exact=1500)
+    assert "k=2000 restore >=99%" in attack_summary(atk) and "pinned at k=1500" in attack_summary(atk)
