@@ -174,3 +174,24 @@ def test_help_is_for_users(capsys):
     for dev in ("issue", "(issue", "TODO", "ss_engine never imports"):
         assert dev not in text
     assert "--optimizer" not in text    # adam has no secure update yet
+
+
+def test_regression_from_a_csv_reports_mse_and_r2(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 6)) * np.array([1, 10, 100, 1, 1, 1])
+    y = x @ np.array([0.5, 0.05, -0.005, 1.0, 0.0, -0.3]) + 3 + rng.normal(0, 0.1, 400)
+    (tmp_path / "m.json").write_text(json.dumps({"input_shape": [6], "layers": [
+        {"type": "linear", "in_features": 6, "out_features": 16}, {"type": "relu"},
+        {"type": "linear", "in_features": 16, "out_features": 1}]}))
+    import csv  # write_csv writes integer labels: the targets here are floats
+    with open(tmp_path / "r.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"f{i}" for i in range(6)] + ["price"])
+        w.writerows([[f"{v:.6g}" for v in row] + [f"{t:.6g}"] for row, t in zip(x, y)])
+    r = run_local_training(TrainRequest.build(
+        model=str(tmp_path / "m.json"), dataset=str(tmp_path / "r.csv"), label_column="price",
+        task="regression", epochs=8, batch_size=32, lr=0.02, compare_plaintext=True,
+        secure_eval=50, loss_every=4, progress=False), runtime_seed=b"regression")
+    assert r["test_r2"] > 0.9 and abs(r["test_r2"] - r["plaintext_test_r2"]) < 0.05, r["test_r2"]
+    assert r["secure_vs_plain_max_abs_diff"] < 0.05 and r["losses"]
+    assert "secure test MSE" in format_summary(r)
