@@ -396,6 +396,9 @@ def _mnist(name: str, *layers) -> ModelDescription:
     return ModelDescription((784,) if isinstance(first, Linear) else (1, 28, 28), layers, name)
 
 
+_MINIONN = (Conv2d(1, 16, 5), ReLU(), MaxPool2d(2), Conv2d(16, 16, 5), ReLU(), MaxPool2d(2),
+            Flatten(), Linear(256, 100), ReLU(), Linear(100, 10))
+
 #: Architectures checked against the authors' public code: SecureNN (Wagh, Gupta, Chandran,
 #: PoPETs 2019; snwagh/securenn-public src/main.cpp) and Falcon (Wagh et al., PoPETs 2021;
 #: snwagh/falcon-public src/secondary.cpp ``selectNetwork``).  Letters follow SecureNN's
@@ -412,9 +415,7 @@ ZOO: tuple[ZooEntry, ...] = (
              "Chameleon (Riazi et al. 2018) CNN: conv 5x5 stride 2 padding 2 to 5 channels, FC "
              "980-100-10 (SecureNN's ChameleonCNNConfig; Falcon's 'Sarda' variant uses a 2x2 "
              "stride-2 kernel); SecureNN network B"),
-    ZooEntry("network-c", _mnist("network-c", Conv2d(1, 16, 5), ReLU(), MaxPool2d(2), Conv2d(16, 16, 5),
-                                 ReLU(), MaxPool2d(2), Flatten(), Linear(256, 100), ReLU(),
-                                 Linear(100, 10)),
+    ZooEntry("network-c", _mnist("network-c", *_MINIONN),
              "MiniONN (Liu et al. 2017) MNIST CNN: conv 5x5 1-16, pool 2, conv 5x5 16-16, pool 2, "
              "FC 256-100-10; SecureNN network C"),
     ZooEntry("network-d", _mnist("network-d", Conv2d(1, 20, 5), ReLU(), MaxPool2d(2), Conv2d(20, 50, 5),
@@ -422,9 +423,7 @@ ZOO: tuple[ZooEntry, ...] = (
                                  Linear(500, 10)),
              "LeNet (LeCun et al. 1998) as in SecureNN/Falcon: conv 5x5 1-20, pool 2, conv 5x5 "
              "20-50, pool 2, FC 800-500-10; SecureNN network D"),
-    ZooEntry("lenet", _mnist("lenet", Conv2d(1, 16, 5), ReLU(), MaxPool2d(2), Conv2d(16, 16, 5),
-                             ReLU(), MaxPool2d(2), Flatten(), Linear(256, 100), ReLU(),
-                             Linear(100, 10)),
+    ZooEntry("lenet", _mnist("lenet", *_MINIONN),
              "this project's historical name for network-c (the MiniONN CNN); kept so earlier "
              "results and commands still name it"),
 )
