@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ss_engine.net.wire import (PROTOCOL_VERSION, WireCaps, WireError, decode_message,
-                                 encode_message, expect_arrays, expect_int, expect_str,
-                                 read_frames_file, unpack_frames, write_frames_atomic)
+from ss_engine.net.wire import (PROTOCOL_VERSION, StoredFileError, WireCaps, WireError,
+                                 decode_message, encode_message, expect_arrays, expect_int,
+                                 expect_str, read_frames_file, unpack_frames, write_frames_atomic)
 
 DTYPES = ["int64", "uint64", "int32", "uint32", "uint8"]
 
@@ -182,8 +182,28 @@ def test_frame_files_atomic_and_validated(tmp_path):
     assert h["step"] == 3 and np.array_equal(a, b)
     data = p.read_bytes()
     p.write_bytes(data[:-1])
-    with pytest.raises(WireError):
+    with pytest.raises(StoredFileError):
         read_frames_file(p)
     with pytest.raises(WireError):
         unpack_frames(b"nope")
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
+
+
+def test_frame_files_refuse_every_single_bit_flip(tmp_path):
+    """A flipped bit anywhere (header, payload, lengths, checksum) is refused, never read
+    as a different value: each stored file carries a SHA-256 of its content."""
+    a = np.arange(40, dtype=np.int64).reshape(5, 8)
+    p = tmp_path / "ck.bin"
+    write_frames_atomic(p, encode_message({"type": "ckpt", "step": 3}, [a]))
+    data = p.read_bytes()
+    for bit in range(0, 8 * len(data), 7):   # 1 bit in 7 of the file: ~500 flips
+        bad = bytearray(data)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        p.write_bytes(bytes(bad))
+        with pytest.raises(StoredFileError):
+            read_frames_file(p)
+    p.write_bytes(data[:-40])                 # truncated
+    with pytest.raises(StoredFileError):
+        read_frames_file(p)
+    p.write_bytes(data)
+    assert np.array_equal(read_frames_file(p)[1][0], a)

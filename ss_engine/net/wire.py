@@ -17,6 +17,7 @@ handler validates its inputs the same way before touching state.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
@@ -32,7 +33,7 @@ __all__ = [
     "PROTOCOL_VERSION", "WireError", "WireCaps", "DEFAULT_CAPS", "encode_message",
     "decode_message", "expect_str", "expect_int", "expect_bool", "expect_float", "expect_list",
     "expect_map", "expect_bytes", "expect_arrays", "JOB_ID_RE", "pack_frames", "unpack_frames",
-    "write_frames_atomic", "read_frames_file",
+    "write_frames_atomic", "read_frames_file", "StoredFileError",
 ]
 
 PROTOCOL_VERSION = 1
@@ -300,11 +301,18 @@ def expect_arrays(arrays: Sequence[np.ndarray], specs: Sequence[tuple], what: st
 
 
 # -- frames on disk (checkpoints, stored shares) ----------------------------------------------
-_MAGIC = b"SSF1"
+#: a frame file: MAGIC, frame count, length-prefixed frames, then SHA-256 of all of that
+_MAGIC = b"SSF2"
+_SUM = hashlib.sha256
+_SUM_BYTES = 32
+
+
+class StoredFileError(WireError):
+    """A stored file is corrupt: its checksum does not match, or it is truncated."""
 
 
 def pack_frames(frames: Sequence) -> list:
-    """Length-prefixed frames as a list of buffers to write in order."""
+    """Length-prefixed frames as a list of buffers to write in order (no checksum)."""
     out = [_MAGIC + struct.pack("<I", len(frames))]
     for f in frames:
         mv = _as_buffer(f)
@@ -336,14 +344,18 @@ def unpack_frames(buf, max_frames: int = 4096) -> list[memoryview]:
 
 
 def write_frames_atomic(path: str | os.PathLike, frames: Sequence, mode: int = 0o600) -> None:
-    """Write frames to ``path`` via a temporary file, fsync and rename (crash-safe)."""
+    """Write frames and their checksum to ``path`` via a temporary file, fsync and rename
+    (crash-safe: a kill at any moment leaves the old or the new file, never a torn one)."""
     path = os.fspath(path)
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
+            digest = _SUM()
             for part in pack_frames(frames):
+                digest.update(part)
                 f.write(part)
+            f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -361,7 +373,16 @@ def write_frames_atomic(path: str | os.PathLike, frames: Sequence, mode: int = 0
 
 
 def read_frames_file(path: str | os.PathLike, caps: WireCaps = DEFAULT_CAPS) -> tuple[dict, list[np.ndarray]]:
-    """Read and validate a file written by :func:`write_frames_atomic`."""
+    """Read, verify and validate a file written by :func:`write_frames_atomic`.
+
+    StoredFileError if the checksum does not match (one flipped bit anywhere) or the file
+    is truncated; WireError if the (intact) content is not a valid message."""
     with open(path, "rb") as f:
         data = f.read()
-    return decode_message(unpack_frames(data, caps.max_arrays + 1), caps)
+    body = memoryview(data)[:-_SUM_BYTES]
+    if len(data) < 8 + _SUM_BYTES or bytes(body[:4]) != _MAGIC:
+        raise StoredFileError(f"{os.fspath(path)}: not a checksummed frame file (truncated or "
+                              f"written by an older version)")
+    if _SUM(body).digest() != data[-_SUM_BYTES:]:
+        raise StoredFileError(f"{os.fspath(path)}: checksum mismatch (the file is corrupt)")
+    return decode_message(unpack_frames(body, caps.max_arrays + 1), caps)
