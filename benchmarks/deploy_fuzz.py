@@ -49,19 +49,27 @@ def _rand_value(rng: random.Random, depth: int = 0):
     return makers[rng.randrange(len(makers) if depth < 2 else len(makers) - 2)]()
 
 
+def _nonce(rng: random.Random):
+    return rng.choice([[rng.randbytes(16), rng.randbytes(16)], [rng.randbytes(16)], rng.randbytes(32),
+                       [rng.randbytes(15), rng.randbytes(16)], [b"", b""], None])
+
+
 def _templates(victim: str, rng: random.Random) -> list:
     job = rng.choice([victim, "fz-" + str(rng.randrange(8)), "", "nojob"])
     x = np.zeros((rng.randrange(1, 4), 784), np.int64)
     return [
         ({"type": "ping"}, []),
+        ({"type": "create", "job": job, "owners": rng.choice([[], ["fuzzer"], ["client"], ["nobody"],
+                                                               ["fuzzer", "fuzzer"], [3]])}, []),
+        ({"type": "jobs"}, []),
         ({"type": "upload", "job": job, "name": rng.choice(["data/a/x", "data/a/y", "param/0.weight",
                                                             "input/x"]),
           "offset": 0, "rows": 3, "row_shape": [784]}, [x]),
         ({"type": "upload_status", "job": job}, []),
         ({"type": "submit", "job": job, "kind": "train", "train": {"batch_size": 2}, "frac_bits": 16,
-          "parts": ["a"], "model_job": ""}, []),
+          "parts": ["a"], "model_job": "", "nonce": _nonce(rng)}, []),
         ({"type": "submit", "job": job, "kind": "predict", "train": {}, "frac_bits": 16, "parts": [],
-          "model_job": victim}, []),
+          "model_job": victim, "nonce": _nonce(rng)}, []),
         ({"type": "status", "job": job, "since": 0}, []),
         ({"type": "fetch", "job": job}, []),
         ({"type": "delete", "job": job}, []),
@@ -129,8 +137,10 @@ def _dealer_messages(rng: random.Random):
     good = [spec_wire(m), spec_wire(TruncSpec((3,), 16)),
             spec_wire(ProductSpec("matmul", ItemRef(1, m, "a"), ItemRef(2, MaskSpec((5, 2)), "a"), (4, 2)))]
     while True:
-        t = rng.choice(["open", "get", "schedule", "consumed", "nope"])
+        t = rng.choice(["open", "get", "schedule", "consumed", "release", "nope"])
         h = {"type": t, "job": rng.choice(["dz", "dz2", ""]), "rid": rng.randrange(1, 2**31),
+             "nonce": rng.choice([b"z" * 32, rng.randbytes(32), rng.randbytes(31), "x" * 32]),
+             "digest": rng.choice(["d" * 32, "", "x" * 65, 7]),
              "seq": rng.choice([0, 5, -1, 2**63]), "spec": rng.choice(good + [_rand_value(rng)]),
              "base": rng.randrange(0, 100), "period": rng.choice([0, 1, 50, 2**40]),
              "items": [[rng.randrange(-2, 60), rng.choice(good + [_rand_value(rng)])]
@@ -148,7 +158,7 @@ def _dealer_messages(rng: random.Random):
 def _socket(dep, me: str, server_key: str, endpoint: str):
     keys = dep.config.path(dep.config.keys_dir)
     curve = CurveContext(load_keypair(keys, me))
-    s = curve.client_socket(zmq.DEALER, load_public_key(public_path(keys, server_key)))
+    s = curve.client_socket(zmq.DEALER, load_public_key(public_path(keys, server_key)), caps=_CAPS)
     s.connect(endpoint)
     return curve, s
 
@@ -214,7 +224,7 @@ def main(argv=None) -> int:
         with launch_local(root=root, clients=("client", "fuzzer")) as dep:
             r = train_remote(dep.config, TrainRequest.build(
                 dataset="mnist-small", train_limit=64, test_limit=10, batch_size=32,
-                secure_eval=0, progress=False), timeout=120)
+                secure_eval=0, progress=False), timeout=120, keep_job=True)
             with ClientSession(dep.config) as s:
                 before = s.fetch(r["job"])
             stats = run_fuzz(dep, r["job"], args.count, args.seed, args.dealer_count)

@@ -8,6 +8,8 @@ up        start dealer + server 0 + server 1 locally until Ctrl-C
 keygen    make CurveZMQ key pairs
 predict   secure inference with a trained model, revealed to this client only
 status    a job's status on both servers
+jobs      the jobs this client has on the servers (as trainer or named data owner)
+delete    delete a job of this client's from both servers
 baseline  one plaintext-preprocessing baseline and its attack
 compare   the comparison table of every scheme
 """
@@ -78,6 +80,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="run both parties and the dealer in this process instead of three processes")
     p.add_argument("--config", default=None, help="deployment config naming the servers and dealer")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--keep-job", action="store_true",
+                   help="with --config: keep the finished job on the servers (for ss-engine "
+                        "predict --job); by default it is deleted once the model is fetched")
 
 
 def request_from_args(args) -> "TrainRequest":
@@ -122,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     stt = sub.add_parser("status", help="a job's status on both servers")
     stt.add_argument("--config", required=True)
     stt.add_argument("--job", required=True)
+    jb = sub.add_parser("jobs", help="this client's jobs on both servers")
+    jb.add_argument("--config", required=True)
+    jb.add_argument("--client", default="client", help="the client key name to ask as")
+    dl = sub.add_parser("delete", help="delete one of this client's jobs from both servers")
+    dl.add_argument("--config", required=True)
+    dl.add_argument("--job", required=True)
+    dl.add_argument("--client", default="client", help="the client key name to ask as")
     bl = sub.add_parser("baseline", help="one plaintext-preprocessing baseline (see ss-engine baseline -h)",
                         add_help=False)
     bl.add_argument("rest", nargs=argparse.REMAINDER)
@@ -137,12 +149,14 @@ def _train(args) -> int:
         check_export_path(args.export)  # before any work
     if args.local and args.config:
         raise ValueError("--local runs without servers: --config does not apply")
+    if args.keep_job and not args.config:
+        raise ValueError("--keep-job needs --config: servers started for one run stop after it")
     if args.local:
         from ss_engine.local_train import run_local_training
         report = run_local_training(request)
     elif args.config:
         from .train import train_remote
-        report = train_remote(args.config, request)
+        report = train_remote(args.config, request, keep_job=args.keep_job)
     else:
         from .train import train_with_local_servers
         report = train_with_local_servers(request)
@@ -191,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             from .train import format_status, job_status
             print(format_status(job_status(args.config, args.job)))
+            return 0
+        if args.command == "jobs":
+            from .train import format_jobs, list_jobs
+            print(format_jobs(list_jobs(args.config, client=args.client)))
+            return 0
+        if args.command == "delete":
+            from .train import delete_job
+            delete_job(args.config, args.job, client=args.client)
+            print(f"deleted job {args.job} from both servers")
             return 0
     except (ValueError, FileNotFoundError, TimeoutError, ConnectionError) as exc:
         print(f"ss-engine: error: {exc}", file=sys.stderr)

@@ -1,8 +1,12 @@
-"""The client's connection to the two servers: upload shares, submit, poll, fetch.
+"""The client's connection to the two servers: create, upload shares, submit, poll, fetch.
 
 A data owner or trainer holds a CurveZMQ key pair whose public key both servers list in
 ``clients``.  Each server receives only its own share of every tensor, streamed in chunks
 of rows (never the whole data set in one message).
+
+A job is created by its trainer (``create``), who names the data owners that may upload
+parts into it; the two servers each return half of the job instance's nonce, and the
+trainer's ``submit`` hands both halves to both servers (see ss_engine.deploy.protocol).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ class ClientSession:
         self.rpc = [RpcClient(self.curve, s.client, load_public_key(public_path(keys, s.key)),
                               timeout=timeout, caps=_REPLY_CAPS) for s in cfg.servers]
         self.bytes_uploaded = [0, 0]
+        self._nonce: dict[str, list] = {}   # job -> [server 0's half, server 1's half]
 
     def close(self) -> None:
         for r in self.rpc:
@@ -94,10 +99,36 @@ class ClientSession:
             self.upload(job, f"data/{part}/y", *y)
 
     # -- jobs -----------------------------------------------------------------------------
+    def create(self, job: str, owners=()) -> None:
+        """Create ``job`` on both servers with this client as its trainer; ``owners`` are
+        the clients (key names) allowed to upload data parts into it (name yourself to
+        upload parts of your own).  On a refusal by either server nothing is left behind."""
+        made, halves = [], []
+        try:
+            for rpc in self.rpc:
+                h, _ = rpc.request({"type": "create", "job": job, "owners": list(owners)})
+                made.append(rpc)
+                halves.append(h["nonce_part"])
+        except BaseException:
+            for rpc in made:
+                try:
+                    rpc.request({"type": "delete", "job": job})
+                except (RpcError, ChannelTimeout):
+                    pass
+            raise
+        self._nonce[job] = halves
+
+    def _nonce_halves(self, job: str) -> list:
+        if len(self._nonce.get(job, ())) != 2:   # created by another session of this trainer
+            self._nonce[job] = [h["nonce_part"] for h, _ in self.both({"type": "upload_status",
+                                                                       "job": job})]
+        return self._nonce[job]
+
     def submit(self, job: str, kind: str, train: TrainJob, frac_bits: int, parts=(),
                model_job: str = "", test_seed: bytes | None = None) -> int:
         h = {"type": "submit", "job": job, "kind": kind, "train": train.to_dict(),
-             "frac_bits": int(frac_bits), "parts": list(parts), "model_job": model_job}
+             "frac_bits": int(frac_bits), "parts": list(parts), "model_job": model_job,
+             "nonce": self._nonce_halves(job)}
         if test_seed is not None:
             h["test_seed"] = bytes(test_seed)
         r = self.both(h)
@@ -149,3 +180,8 @@ class ClientSession:
 
     def delete(self, job: str) -> None:
         self.both({"type": "delete", "job": job})
+        self._nonce.pop(job, None)
+
+    def jobs(self) -> list[list[dict]]:
+        """Per server, the jobs this client trains or is named in as a data owner."""
+        return [h["jobs"] for h, _ in self.both({"type": "jobs"})]

@@ -11,12 +11,15 @@ inference through a prediction job, the torch twin, export, JSON, plot).
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 
 import numpy as np
 
+from ss_engine.comm.channel import ChannelTimeout
 from ss_engine.config import FixedPointConfig
+from ss_engine.net.zmq_channel import RpcError
 from ss_engine.deploy.config import DeployConfig, load_config
 from ss_engine.description import ModelDescription, describe
 from ss_engine.job import TrainJob, steps_per_epoch
@@ -30,7 +33,7 @@ from ss_engine.sharing import share
 from .session import ClientSession, new_job_id
 
 __all__ = ["train_remote", "train_with_local_servers", "predict_remote", "predict_dataset",
-           "job_status", "format_status", "fetch_model"]
+           "job_status", "format_status", "fetch_model", "list_jobs", "format_jobs", "delete_job"]
 
 
 def _input_prg(test_seed: bytes | None) -> PRG:
@@ -60,12 +63,15 @@ def predict_remote(config, samples: np.ndarray, *, model_job: str,
         except ValueError as exc:
             raise RequestError(str(exc)) from None
         x0, x1 = share(enc, prg or PRG.from_os_random())
-        s.upload(job, "input/x", x0, x1)
-        s.submit(job, "predict", TrainJob(model=describe(model), task=task), frac_bits,
-                 model_job=model_job)
-        s.wait(job, timeout=timeout)
-        r0, r1 = s.fetch(job)
-        s.delete(job)
+        s.create(job)
+        try:
+            s.upload(job, "input/x", x0, x1)
+            s.submit(job, "predict", TrainJob(model=describe(model), task=task), frac_bits,
+                     model_job=model_job)
+            s.wait(job, timeout=timeout)
+            r0, r1 = s.fetch(job)
+        finally:
+            _delete_quietly(s, job)
         if task == "classification":
             return reconstruct_predictions(r0["onehot"], r1["onehot"])
         return reconstruct_outputs(r0["outputs"], r1["outputs"], fixed)
@@ -109,11 +115,50 @@ def job_status(config, job: str, client: str = "client") -> list[dict]:
         return [h for h, _ in s.status(job)]
 
 
+def list_jobs(config, client: str = "client") -> list[list[dict]]:
+    """``ss-engine jobs``: per server, the jobs ``client`` trains or is named in."""
+    with ClientSession(_cfg(config), client, timeout=10) as s:
+        return s.jobs()
+
+
+def format_jobs(per_server: list[list[dict]]) -> str:
+    rows = {}
+    for rank, jobs in enumerate(per_server):
+        for j in jobs:
+            rows.setdefault(j["job"], [j["role"], "-", "-"])[1 + rank] = j["state"]
+    if not rows:
+        return "no jobs"
+    lines = [f"{'job':<40} {'role':<14} {'server 0':<12} server 1"]
+    lines += [f"{job:<40} {r[0]:<14} {r[1]:<12} {r[2]}" for job, r in sorted(rows.items())]
+    return "\n".join(lines)
+
+
+def delete_job(config, job: str, client: str = "client") -> None:
+    """``ss-engine delete``: remove one of ``client``'s jobs (and its shares) from both servers."""
+    with ClientSession(_cfg(config), client, timeout=10) as s:
+        s.delete(job)
+
+
+def _delete_quietly(s: ClientSession, job: str) -> bool:
+    """Delete ``job`` on both servers; False (and a warning) if either refuses or is away."""
+    try:
+        s.delete(job)
+        return True
+    except (RpcError, ChannelTimeout) as exc:
+        sys.stderr.write(f"ss-engine: warning: job {job} was not deleted ({exc}); "
+                         f"see ss-engine jobs\n")
+        return False
+
+
 def train_remote(config, request: TrainRequest | None = None, *, client: str = "client",
                  test_seed: bytes | None = None, job: str | None = None,
-                 timeout: float | None = None, runtime: str = "servers") -> dict:
+                 timeout: float | None = None, runtime: str = "servers",
+                 keep_job: bool = False) -> dict:
     """Train ``request`` on the servers of ``config``; returns a report like the local
-    runtime's.  ``test_seed`` (tests only) fixes the dealer keys and the input sharing."""
+    runtime's.  ``test_seed`` (tests only) fixes the dealer keys and the input sharing.
+
+    The job is deleted from both servers once its model is fetched (and the secure
+    evaluation ran), unless ``keep_job`` (then ``ss-engine predict --job`` can use it)."""
     cfg = _cfg(config)
     req = request or TrainRequest()
     prep = prepare(req)
@@ -139,27 +184,32 @@ def train_remote(config, request: TrainRequest | None = None, *, client: str = "
         if h0["state"] == "running" and h0["step"]:
             bar.update(h0["step"] - 1)
         elif req.outputs.progress and h0["state"] in ("waiting", "queued", "unreachable"):
-            import sys
             sys.stderr.write(f"\r{h0['state']}: {h0['message'][:100]}   ")
     t_start = time.perf_counter()
     with ClientSession(cfg, client) as s:
-        s.upload_params(job, p0, p1)
-        s.upload_part(job, "owner0", (x0, x1), (y0, y1))
-        t_up = time.perf_counter()
-        s.submit(job, "train", tj, fixed.frac_bits, parts=["owner0"], test_seed=test_seed)
-        final = s.wait(job, on_status, timeout=timeout)
-        bar.close()
-        t_train = time.perf_counter()
-        r0, r1 = s.fetch(job)
-        params = reconstruct_params(r0, r1, fixed)
-        report = base_fields(prep, runtime)
-        report.update(_report(cfg, job, tj, final, t_up - t_start, t_train - t_up,
-                              s.bytes_uploaded, len(data.x_train)))
+        s.create(job, owners=[client])   # this trainer uploads the one data part itself
+        try:
+            s.upload_params(job, p0, p1)
+            s.upload_part(job, "owner0", (x0, x1), (y0, y1))
+            t_up = time.perf_counter()
+            s.submit(job, "train", tj, fixed.frac_bits, parts=["owner0"], test_seed=test_seed)
+            final = s.wait(job, on_status, timeout=timeout)
+            bar.close()
+            t_train = time.perf_counter()
+            r0, r1 = s.fetch(job)
+            params = reconstruct_params(r0, r1, fixed)
+            report = base_fields(prep, runtime)
+            report.update(_report(cfg, job, tj, final, t_up - t_start, t_train - t_up,
+                                  s.bytes_uploaded, len(data.x_train)))
 
-        def secure_predict(x: np.ndarray) -> np.ndarray:
-            return predict_remote(cfg, x, model_job=job, model=tj.model, task=tj.task,
-                                  frac_bits=fixed.frac_bits, session=s, prg=prg, timeout=timeout)
-        return finish_report(prep, params, report, monitor, secure_predict)
+            def secure_predict(x: np.ndarray) -> np.ndarray:
+                return predict_remote(cfg, x, model_job=job, model=tj.model, task=tj.task,
+                                      frac_bits=fixed.frac_bits, session=s, prg=prg, timeout=timeout)
+            report = finish_report(prep, params, report, monitor, secure_predict)
+        finally:   # a finished (or failed) job is deleted at once, unless asked to keep it
+            deleted = not keep_job and _delete_quietly(s, job)
+        report["job_kept"] = not deleted
+        return report
 
 
 def _report(cfg, job, tj, final, up_s, train_s, uploaded, n_train) -> dict:

@@ -1,19 +1,22 @@
-"""The crypto provider: per-job seeds, party 1's corrections, pre-generation ahead.
+"""The crypto provider: per-instance seeds, party 1's corrections, pre-generation ahead.
 
-What the dealer sees: the two 16-byte seeds of each job it made (so it knows every mask
-and triple), the material specs (shapes, op names, sequence numbers) and nothing else —
-no share of data, model or any opened value; it colludes with neither server.
+What the dealer sees: the two 16-byte seeds of each job instance it made (so it knows
+every mask and triple of that instance), the job digest, the material specs (shapes, op
+names, sequence numbers) and nothing else — no share of data, model or any opened value;
+it colludes with neither server.
 
-Per job the dealer makes key0/key1 with os.urandom on the first ``open`` and stores them
-(0600, atomic) under ``data_dir/jobs``; a restarted dealer reloads them and, since
-``DealerCore`` regenerates any item from (keys, seq, spec), resumes wherever party 1 asks.
-A ``schedule`` from party 1 starts a generator thread that computes the next steps'
-corrections into a bounded window and pushes them to party 1 before they are needed.
+Seeds belong to a job *instance* (job id + the nonce both servers drew when the job was
+created), never to a job name: :mod:`.instances` makes fresh keys with os.urandom when both
+servers ask for a new instance, stores them (0600, atomic, checksummed) so that a
+restarted dealer, since ``DealerCore`` regenerates any item from (keys, seq, spec), resumes
+wherever party 1 asks, and deletes them when a server says the job ended — after which
+the instance is never served again.  A ``schedule`` from party 1 starts a generator
+thread that computes the next steps' corrections into a bounded window and pushes them
+to party 1 before they are needed.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -21,16 +24,17 @@ from collections import OrderedDict, deque
 import numpy as np
 import zmq
 
-from ss_engine.net.dealer_link import (DEALER_CAPS, corrections_frames, parse_spec, shift_spec,
-                                       spec_digest)
+from ss_engine.net.dealer_link import (DEALER_REQUEST_CAPS, NONCE_BYTES, corrections_frames,
+                                       parse_spec, shift_spec, spec_digest)
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
 from ss_engine.net.wire import (JOB_ID_RE, WireError, decode_message, encode_message,
-                                 expect_bytes, expect_int, expect_list, read_frames_file,
-                                 write_frames_atomic)
+                                 expect_bytes, expect_int, expect_list, expect_str)
 from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.preprocessing.expand import DealerCore
-from ss_engine.prg import SEED_BYTES, derive_seed
+from ss_engine.prg import SEED_BYTES
+
+from .instances import Instance, InstanceError, InstanceRegistry
 
 __all__ = ["DealerService"]
 
@@ -41,11 +45,11 @@ MAX_PERIOD = 1 << 24
 
 
 class _Job:
-    """One job's keys, generator and pre-generation state."""
+    """One job instance's generator and pre-generation state."""
 
-    def __init__(self, name: str, keys: tuple[bytes, bytes], window_steps: int, ctx: zmq.Context):
-        self.name, self.keys = name, keys
-        self.core = DealerCore(*keys, cache_items=256)
+    def __init__(self, inst: Instance, window_steps: int, ctx: zmq.Context):
+        self.name = inst.job
+        self.core = DealerCore(*inst.keys, cache_items=256)
         self.window_steps = window_steps
         self.cond = threading.Condition()
         self.schedule: tuple | None = None      # (base, period, [(offset, spec)])
@@ -66,10 +70,12 @@ class _Job:
 
     def set_schedule(self, ident: bytes, base: int, period: int, items: list) -> None:
         with self.cond:
+            # a new party-1 connection may have resumed from an older checkpoint: its
+            # position is where it says, not the furthest an earlier session reached
+            self.consumed = base + period if ident != self.ident else max(self.consumed, base + period)
             self.ident = ident
             self.schedule = (base, period, items)
             self.generation += 1
-            self.consumed = max(self.consumed, base + period)
             self.cond.notify_all()
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name=f"pregen-{self.name}", daemon=True)
@@ -150,10 +156,8 @@ class DealerService:
         pubs = [load_public_key(public_path(keys_dir, s.key)) for s in cfg.servers]
         self.rank_of = {pubs[0]: 0, pubs[1]: 1}
         self.curve.allow("dealer", pubs)
-        self.data = cfg.path(cfg.dealer.data_dir) / "jobs"
-        self.data.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data, 0o700)
-        self.sock = self.curve.server_socket(zmq.ROUTER, "dealer")
+        self.instances = InstanceRegistry(cfg.path(cfg.dealer.data_dir))
+        self.sock = self.curve.server_socket(zmq.ROUTER, "dealer", caps=DEALER_REQUEST_CAPS)
         self.sock.router_mandatory = False
         self.sock.sndhwm = 100_000
         bind_retrying(self.sock, cfg.dealer.endpoint)
@@ -162,63 +166,71 @@ class DealerService:
         self.jobs: OrderedDict[str, _Job] = OrderedDict()
         self.handled = self.errors = 0
 
-    # -- keys -----------------------------------------------------------------------------
-    def _job(self, name: str, test_seed: bytes | None = None, create: bool = False) -> _Job:
-        job = self.jobs.get(name)
+    # -- instances ------------------------------------------------------------------------
+    def _job(self, name: str, nonce: bytes) -> _Job:
+        inst = self.instances.get(name, nonce)
+        job = self.jobs.get(inst.iid)
         if job is not None:
-            self.jobs.move_to_end(name)
+            self.jobs.move_to_end(inst.iid)
             return job
-        path = self.data / f"{name}.keys"
-        if path.exists():
-            h, arrays = read_frames_file(path)
-            keys = (arrays[0].tobytes(), arrays[1].tobytes())
-        elif not create:
-            raise WireError(f"unknown job {name!r}: open it first")
-        else:
-            if test_seed is not None:
-                keys = (derive_seed(test_seed, "party0"), derive_seed(test_seed, "party1"))
-            else:
-                keys = (os.urandom(SEED_BYTES), os.urandom(SEED_BYTES))
-            write_frames_atomic(path, encode_message(
-                {"type": "dealer_keys", "job": name},
-                [np.frombuffer(k, np.uint8) for k in keys]))
-        job = _Job(name, keys, self.cfg.dealer.window_steps, self.curve.ctx)
-        self.jobs[name] = job
-        while len(self.jobs) > self.cfg.max_jobs:
+        job = _Job(inst, self.cfg.dealer.window_steps, self.curve.ctx)
+        self.jobs[inst.iid] = job
+        while len(self.jobs) > self.cfg.job_limit:
             _, old = self.jobs.popitem(last=False)
             old.stop()
         return job
 
+    def _open(self, ident: bytes, rank: int, name: str, nonce: bytes, h: dict, rid: int) -> list:
+        digest = expect_str(h, "digest", max_len=64)
+        seed = None
+        if "test_seed" in h:
+            if not self.cfg.dealer.allow_test_seed:
+                raise WireError("this dealer does not accept test seeds")
+            seed = expect_bytes(h, "test_seed", SEED_BYTES)
+        try:
+            ready = self.instances.open(rank, name, nonce, digest, seed, (ident, rid))
+        except InstanceError as exc:
+            # the other server's pending open hears the refusal too
+            return [(i, _error_frames(r, exc)) for _, (i, r) in exc.waiting] + \
+                [(ident, _error_frames(rid, exc))]
+        if not ready:
+            return []
+        inst = self.instances.get(name, nonce)
+        return [(i, encode_message({"type": "keys", "job": name, "rid": r},
+                                   [np.frombuffer(inst.keys[p], np.uint8).copy()]))
+                for p, (i, r) in ready]
+
     # -- requests -------------------------------------------------------------------------
-    def handle(self, ident: bytes, frames: list) -> list | None:
+    def handle(self, ident: bytes, frames: list) -> list[tuple[bytes, list]]:
+        """The replies a request causes, as [(ROUTER identity, frames)] (an open that
+        completes a new instance answers both servers; one-way messages answer nobody)."""
         rank = self.rank_of.get(user_id(frames[0]) if frames else b"")
         if rank is None:
             raise WireError("unknown caller")
-        h, arrays = decode_message(frames, DEALER_CAPS)
+        h, arrays = decode_message(frames, DEALER_REQUEST_CAPS)
         t, job = h["type"], h["job"]
         if not job or not JOB_ID_RE.match(job):
             raise WireError("a job id is required")
-        rid = expect_int(h, "rid", 0, 2**62, required=t in ("open", "get"))
-        if arrays:
-            raise WireError(f"{t}: unexpected payload")
+        rid = expect_int(h, "rid", 0, 2**62, required=t in ("open", "get", "release"))
+        nonce = expect_bytes(h, "nonce", NONCE_BYTES)
         if t == "open":
-            seed = None
-            if "test_seed" in h:
-                if not self.cfg.dealer.allow_test_seed:
-                    raise WireError("this dealer does not accept test seeds")
-                seed = expect_bytes(h, "test_seed", SEED_BYTES)
-            j = self._job(job, seed, create=True)
-            return encode_message({"type": "keys", "job": job, "rid": rid},
-                                  [np.frombuffer(j.keys[rank], np.uint8).copy()])
+            return self._open(ident, rank, job, nonce, h, rid)
+        if t == "release":
+            iid = self.instances.release(job, nonce)
+            old = self.jobs.pop(iid, None)
+            if old is not None:
+                old.stop()
+            log.info("job %s: instance %s released; its keys are deleted", job, iid)
+            return [(ident, encode_message({"type": "released", "job": job, "rid": rid}))]
         if rank != 1:
             raise WireError(f"{t}: party 0 receives no corrections")
         if t == "get":
             seq = expect_int(h, "seq", 0, 2**62)
             spec = parse_spec(h.get("spec"))
-            j = self._job(job)
+            j = self._job(job, nonce)
             j.advance(seq)
             corr = j.core.corrections(seq, spec)
-            return corrections_frames("corr", job, seq, spec, corr, rid=rid)
+            return [(ident, corrections_frames("corr", job, seq, spec, corr, rid=rid))]
         if t == "schedule":
             base = expect_int(h, "base", 0, 2**62)
             period = expect_int(h, "period", 1, MAX_PERIOD)
@@ -231,11 +243,11 @@ class DealerService:
                     raise WireError("schedule items are [offset, spec] pairs")
                 off = expect_int({"o": it[0]}, "o", 0, period - 1)
                 items.append((off, parse_spec(it[1])))
-            self._job(job).set_schedule(ident, base, period, items)
-            return None
+            self._job(job, nonce).set_schedule(ident, base, period, items)
+            return []
         if t == "consumed":
-            self._job(job).advance(expect_int(h, "seq", 0, 2**62))
-            return None
+            self._job(job, nonce).advance(expect_int(h, "seq", 0, 2**62))
+            return []
         raise WireError(f"unknown message type {t!r}")
 
     def serve(self, stop: threading.Event) -> None:
@@ -252,12 +264,12 @@ class DealerService:
                 ident, frames = msg[0].bytes, msg[1:]
                 self.handled += 1
                 try:
-                    reply = self.handle(ident, frames)
+                    replies = self.handle(ident, frames)
                 except Exception as exc:  # noqa: BLE001 - every bad request gets an answer
                     self.errors += 1
-                    reply = _error(frames, exc)
-                if reply is not None:
-                    self.sock.send_multipart([ident, *reply], copy=False)
+                    replies = [(ident, _error(frames, exc))]
+                for to, reply in replies:
+                    self.sock.send_multipart([to, *reply], copy=False)
 
     def close(self) -> None:
         for j in self.jobs.values():
@@ -273,10 +285,14 @@ class DealerService:
 def _error(frames: list, exc: Exception) -> list:
     rid = 0
     try:
-        h, _ = decode_message(frames, DEALER_CAPS)
+        h, _ = decode_message(frames, DEALER_REQUEST_CAPS)
         rid = h.get("rid", 0) if isinstance(h.get("rid"), int) else 0
     except Exception:  # noqa: BLE001 - the error reply must not fail
         pass
+    return _error_frames(rid, exc)
+
+
+def _error_frames(rid: int, exc: Exception) -> list:
     kind = "invalid request" if isinstance(exc, (WireError, ValueError)) else "internal error"
     if kind == "internal error":
         log.exception("dealer: %s", exc)

@@ -34,7 +34,7 @@ from ss_engine.preprocessing.source import SeededSource
 from ss_engine.job import TrainJob, steps_per_epoch
 from ss_engine.training import PartyState, predict_party, train_party
 
-from .store import JobRecord, JobStore
+from .store import CheckpointCorrupt, JobRecord, JobStore
 
 __all__ = ["JobRunner", "Live", "FATAL"]
 
@@ -130,6 +130,9 @@ class JobRunner(threading.Thread):
                     self._fail_current(ready, str(exc))
                 else:
                     self._note_wait(ready, _waiting_message(exc, self.rank))
+            except CheckpointCorrupt as exc:   # set aside: the next session agrees on an older one
+                self._note_wait(ready, f"a checkpoint failed its checksum ({str(exc)[-80:]}); "
+                                       f"resuming from an older one")
             except _Fatal as exc:
                 self._fail_current(ready, f"{FATAL}{exc}")
                 ch.close(f"{FATAL}{exc}")
@@ -184,9 +187,9 @@ class JobRunner(threading.Thread):
         lv.waiting_since = None
         log.info("job %s: %s", rec.job, f"resuming from step {step}" if step else "starting")
         link = RemoteDealerLink(self.curve, self.cfg.dealer.connect, self.dealer_public, rec.job,
-                                timeout=self.cfg.dealer_timeout)
+                                rec.nonce, timeout=self.cfg.dealer_timeout)
         try:
-            key = link.open(rec.test_seed)
+            key = link.open(rec.digest, rec.test_seed)
             config = EngineConfig(fixed=FixedPointConfig(frac_bits=rec.frac_bits))
             if rec.kind == "train":
                 self._train(rec, step, ch, link, key, config, lv)

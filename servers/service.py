@@ -8,29 +8,39 @@ of the clients.  Never a plaintext pixel, label or weight.
 Every request is decoded and validated in full (wire caps, field types and ranges, names,
 shapes, ownership, job state) before anything is written; a bad one gets an ``error`` reply
 naming the problem and the loop goes on.  No request can make the loop raise.
+
+Tenancy: who may send what is the role table of :mod:`ss_engine.deploy.protocol` (the
+trainer who created a job drives it; the data owners it names only upload their parts);
+each client holds at most ``max_jobs_per_client`` jobs and ``max_bytes_per_client`` bytes
+of shares here, counted from the store, so the limits hold across restarts; a job left
+"uploading" for ``upload_expiry`` seconds without a new chunk is deleted.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
-from ss_engine.net.wire import (JOB_ID_RE, PROTOCOL_VERSION, WireCaps, WireError, decode_message,
-                                 encode_message, expect_arrays, expect_bytes, expect_int,
-                                 expect_list, expect_map, expect_str)
+from ss_engine.net.wire import (JOB_ID_RE, PROTOCOL_VERSION, StoredFileError, WireCaps, WireError,
+                                 decode_message, encode_message, expect_arrays, expect_bytes,
+                                 expect_int, expect_list, expect_map, expect_str)
 from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
 from ss_engine.deploy.config import DeployConfig
-from ss_engine.deploy.protocol import (CLIENT_CAPS_KW, JOB_KINDS, MAX_ROW_ELEMENTS, MAX_ROWS,
-                                       PART_RE, TENSOR_RE, job_digest)
+from ss_engine.deploy.protocol import (CLIENT_CAPS_KW, JOB_KINDS, MAX_OWNERS, MAX_ROW_ELEMENTS,
+                                       MAX_ROWS, NONCE_PART_BYTES, PART_RE, REQUEST_TYPES,
+                                       TENSOR_RE, job_digest)
 from ss_engine.prg import SEED_BYTES
-from ss_engine.job import JobError, TrainJob, steps_per_epoch, upload_shapes
+from ss_engine.job import JobError, TrainJob, UploadShapes, steps_per_epoch, upload_shapes
 
+from .release import DealerReleases
 from .runner import JobRunner, Live
-from .store import JobStore
+from .store import JobRecord, JobStore
 
 __all__ = ["Server"]
 
@@ -38,7 +48,55 @@ log = logging.getLogger("ss_engine.server")
 CAPS = WireCaps(**CLIENT_CAPS_KW)
 MAX_TENSOR_BYTES = 8 << 30
 MAX_LOSS_REPLY = 10_000
-_TYPES = ("ping", "upload", "upload_status", "submit", "status", "fetch", "delete")
+_EXPIRY_EVERY = 1.0   # s between scans for stale uploads
+
+#: which role a request about an existing job needs (see ss_engine.deploy.protocol);
+#: uploads are decided by the tensor's name in :meth:`Server._upload_role`
+_NEEDS = {"upload_status": ("trainer", "owner"), "submit": ("trainer",), "status": ("trainer",),
+          "fetch": ("trainer",), "delete": ("trainer",)}
+
+
+_ROLE_NAMES = {"trainer": "the trainer", "owner": "the data owners named"}
+
+
+def _roles(rec: JobRecord, user: str) -> set:
+    return ({"trainer"} if rec.owner == user else set()) | ({"owner"} if user in rec.owners else set())
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A submit's fields, each checked for type and range."""
+
+    kind: str
+    job: TrainJob
+    shapes: UploadShapes      # what the job's inputs must look like (from its description)
+    frac_bits: int
+    parts: list
+    model_job: str
+    nonce_halves: tuple
+    test_seed: bytes | None
+
+    @classmethod
+    def parse(cls, h: dict, caps) -> "SubmitRequest":
+        kind = expect_str(h, "kind", choices=JOB_KINDS)
+        train = expect_map(h, "train")
+        frac_bits = expect_int(h, "frac_bits", 8, 30)
+        parts = expect_list(h, "parts", 64)
+        model_job = expect_str(h, "model_job", pattern=JOB_ID_RE, max_len=64, required=False)
+        seed = expect_bytes(h, "test_seed", SEED_BYTES) if "test_seed" in h else None
+        if not all(isinstance(p, str) and PART_RE.match(p) for p in parts) or len(set(parts)) != len(parts):
+            raise WireError("parts must be distinct names of uploaded data parts")
+        try:
+            tj = TrainJob.from_dict(train)
+            # every expected shape comes from the job's own model description, within caps
+            shapes = upload_shapes(tj, caps)
+        except (JobError, ValueError, TypeError) as exc:
+            raise WireError(f"invalid training settings: {exc}") from None
+        halves = expect_list(h, "nonce", 2)
+        if len(halves) != 2 or not all(isinstance(x, bytes) and len(x) == NONCE_PART_BYTES for x in halves):
+            raise WireError(f"field 'nonce' must be the two servers' {NONCE_PART_BYTES}-byte halves "
+                            f"from create (server 0's, then server 1's)")
+        return cls(kind, tj, shapes, frac_bits, list(parts), model_job, tuple(halves), seed)
 
 
 class Server:
@@ -49,22 +107,32 @@ class Server:
         me, peer = cfg.servers[rank], cfg.servers[1 - rank]
         keys = cfg.path(cfg.keys_dir)
         self.curve = CurveContext(load_keypair(keys, me.key))
-        self.curve.allow("clients", [load_public_key(public_path(keys, c)) for c in cfg.clients])
+        client_keys = {c: load_public_key(public_path(keys, c)) for c in cfg.clients}
+        self.client_names: dict[bytes, str] = {}   # authenticated key -> its name in `clients`
+        for name, key in client_keys.items():
+            self.client_names.setdefault(key, name)
+        self.curve.allow("clients", client_keys.values())
         self.store = JobStore(cfg.path(me.data_dir))
-        self.sock = self.curve.server_socket(zmq.ROUTER, "clients")
+        self.sock = self.curve.server_socket(zmq.ROUTER, "clients", caps=CAPS)
         self.sock.sndhwm = 10_000
         bind_retrying(self.sock, me.client_endpoint)
         self.live: dict[str, Live] = {}
         self.stop = threading.Event()
+        dealer_public = load_public_key(public_path(keys, cfg.dealer.key))
         self.runner = JobRunner(rank, cfg, self.store, self.curve,
-                                load_public_key(public_path(keys, peer.key)),
-                                load_public_key(public_path(keys, cfg.dealer.key)), self.live, self.stop)
+                                load_public_key(public_path(keys, peer.key)), dealer_public,
+                                self.live, self.stop)
+        self.releases = DealerReleases(self.store, self.curve, cfg.dealer.connect, dealer_public,
+                                       self.stop)
         self.handled = self.refused = 0
+        self._next_expiry = 0.0
 
     # -- loop -----------------------------------------------------------------------------
     def serve(self) -> None:
         self.runner.start()
+        self.releases.start()
         while not self.stop.is_set():
+            self._expire_uploads()
             if not self.sock.poll(200):
                 continue
             msg = self.sock.recv_multipart(copy=False)
@@ -72,12 +140,12 @@ class Server:
             self.handled += 1
             rid = 0
             try:
-                user = user_id(frames[0]) if frames else b""
-                if not user:
+                user = self.client_names.get(user_id(frames[0])) if frames else None
+                if user is None:
                     raise WireError("unauthenticated")
                 h, arrays = decode_message(frames, CAPS)
                 rid = expect_int(h, "rid", 0, 2**62)
-                reply, out = self.handle(user.decode(), h, arrays)
+                reply, out = self.handle(user, h, arrays)
                 reply = {**reply, "rid": rid}
             except WireError as exc:
                 self.refused += 1
@@ -95,18 +163,54 @@ class Server:
     def close(self) -> None:
         self.stop.set()
         self.runner.wake.set()
-        if self.runner.is_alive():
-            self.runner.join(30)
+        self.store.releases_changed.set()
+        for th in (self.runner, self.releases):
+            if th.is_alive():
+                th.join(30)
         self.sock.close(linger=0)
         self.curve.close()
+
+    def _expire_uploads(self) -> None:
+        """Delete jobs left "uploading" longer than ``upload_expiry`` without a new chunk."""
+        now = time.monotonic()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + _EXPIRY_EVERY
+        for job in self.store.stale_uploads(self.cfg.upload_expiry):
+            log.info("job %s: no upload for more than %.0f s (upload_expiry); deleted", job,
+                     self.cfg.upload_expiry)
+            self.store.delete(job)
+            self.live.pop(job, None)
+
+    # -- authorisation --------------------------------------------------------------------
+    def _authorise(self, user: str, job: str, what: str, needs: tuple) -> JobRecord:
+        """The job, if ``user`` holds one of the roles ``needs`` in it; WireError if not."""
+        rec = self.store.jobs.get(job)
+        if rec is None:
+            why = self.store.quarantined.get(job)
+            raise WireError(f"job {job!r} is {why}" if why else f"unknown job {job!r}")
+        roles = _roles(rec, user)
+        if not roles:
+            raise WireError(f"{what}: job {job!r} belongs to another client")
+        if not roles & set(needs):
+            who = " or ".join(_ROLE_NAMES[r] for r in needs)
+            raise WireError(f"{what}: only {who} of job {job!r} may do this")
+        return rec
+
+    @staticmethod
+    def _upload_role(name: str) -> tuple:
+        """Parts come from named data owners; parameters and prediction inputs from the trainer."""
+        return ("owner",) if name.startswith("data/") else ("trainer",)
 
     # -- handlers -------------------------------------------------------------------------
     def handle(self, user: str, h: dict, arrays: list) -> tuple[dict, list]:
         t = h["type"]
-        if t not in _TYPES:
-            raise WireError(f"unknown message type {t!r} (expected one of {', '.join(_TYPES)})")
+        if t not in REQUEST_TYPES:
+            raise WireError(f"unknown message type {t!r} (expected one of {', '.join(REQUEST_TYPES)})")
         if t == "ping":
             return {"type": "pong", "rank": self.rank, "version": PROTOCOL_VERSION}, []
+        if t == "jobs":
+            return self._jobs(user), []
         job = h["job"]
         if not job:
             raise WireError(f"{t}: a job id is required")
@@ -114,23 +218,30 @@ class Server:
             return self._upload(user, job, h, arrays)
         if arrays:
             raise WireError(f"{t}: unexpected payload")
+        if t == "create":
+            return self._create(user, job, h)
         if t == "submit":
             return self._submit(user, job, h)
-        rec = self.store.jobs.get(job)
-        if rec is None:
-            raise WireError(f"unknown job {job!r}")
+        if t == "status" and job in self.store.quarantined:
+            return self._quarantined_status(job), []
+        rec = self._authorise(user, job, t, _NEEDS[t])
         if t == "upload_status":
             infos = self.store.tensors.get(job, {})
-            return {"type": "ok", "state": rec.state, "tensors": {
-                n: [i.received, i.rows] for n, i in infos.items() if i.owner == user}}, []
-        if rec.owner != user:
-            raise WireError(f"{t}: job {job!r} belongs to another client")
+            reply = {"type": "ok", "state": rec.state, "tensors": {
+                n: [i.received, i.rows] for n, i in infos.items() if i.owner == user}}
+            if rec.owner == user:
+                reply["nonce_part"] = rec.nonce_part
+            return reply, []
         if t == "status":
             return self._status(rec, h)
         if t == "fetch":
             if rec.state != "done":
                 raise WireError(f"job {job!r} is {rec.state}, not done")
-            names, res = self.store.load_result(job)
+            try:
+                names, res = self.store.load_result(job)
+            except StoredFileError as exc:
+                raise WireError(f"job {job!r}: the stored result fails its checksum on server "
+                                f"{self.rank} ({str(exc).rsplit(': ', 1)[-1]})") from None
             return {"type": "result", "names": names, "kind": rec.kind}, list(res)
         if t == "delete":
             if rec.state in ("running",):
@@ -139,6 +250,23 @@ class Server:
             self.live.pop(job, None)
             return {"type": "ok"}, []
         raise WireError(f"unknown message type {t!r}")
+
+    def _create(self, user: str, job: str, h: dict) -> tuple[dict, list]:
+        owners = expect_list(h, "owners", MAX_OWNERS)
+        if not all(isinstance(o, str) for o in owners) or len(set(owners)) != len(owners):
+            raise WireError("owners must be distinct client names")
+        unknown = sorted(set(owners) - set(self.cfg.clients))
+        if unknown:
+            raise WireError(f"owners {[o[:40] for o in unknown]} are not clients of this deployment")
+        with self.store.lock:
+            mine = len(self.store.jobs_of(user))
+            if mine >= self.cfg.max_jobs_per_client:
+                raise WireError(f"you hold {mine} jobs on server {self.rank} (max_jobs_per_client); "
+                                f"delete finished ones first (ss-engine jobs lists them)")
+            if len(self.store.jobs) + len(self.store.quarantined) >= self.cfg.job_limit:
+                raise WireError(f"server {self.rank} holds {self.cfg.job_limit} jobs (max_jobs)")
+            rec = self.store.create(job, user, owners, os.urandom(NONCE_PART_BYTES))
+        return {"type": "ok", "nonce_part": rec.nonce_part}, []
 
     def _upload(self, user: str, job: str, h: dict, arrays: list) -> tuple[dict, list]:
         name = expect_str(h, "name", pattern=TENSOR_RE, max_len=80)
@@ -155,81 +283,108 @@ class Server:
         if arrays[0].shape[0] < 1:
             raise WireError("upload: empty chunk")
         with self.store.lock:
-            rec = self.store.jobs.get(job)
-            if rec is None:
-                if len(self.store.jobs) >= self.cfg.max_jobs:
-                    raise WireError(f"server holds {self.cfg.max_jobs} jobs; delete some first")
-                rec = self.store.create(job)
+            rec = self._authorise(user, job, f"upload {name}", self._upload_role(name))
             if rec.state != "uploading":
                 raise WireError(f"job {job!r} was submitted; its inputs are immutable")
+            if name not in self.store.tensors[job]:   # a new tensor counts in full from row 0
+                held = self.store.bytes_of(user)
+                if held + rows * row * 8 > self.cfg.max_bytes_per_client:
+                    raise WireError(f"{name}: {rows * row * 8} more bytes would exceed your "
+                                    f"max_bytes_per_client on server {self.rank} ({held} held); "
+                                    f"delete finished jobs first")
             got = self.store.append_rows(job, name, offset, rows, tuple(shape), arrays[0], user)
         return {"type": "ok", "received": got}, []
 
     def _submit(self, user: str, job: str, h: dict) -> tuple[dict, list]:
-        kind = expect_str(h, "kind", choices=JOB_KINDS)
-        train = expect_map(h, "train")
-        frac_bits = expect_int(h, "frac_bits", 8, 30)
-        parts = expect_list(h, "parts", 64)
-        model_job = expect_str(h, "model_job", pattern=JOB_ID_RE, max_len=64, required=False)
-        seed = expect_bytes(h, "test_seed", SEED_BYTES) if "test_seed" in h else None
-        if not all(isinstance(p, str) and PART_RE.match(p) for p in parts) or len(set(parts)) != len(parts):
-            raise WireError("parts must be distinct names of uploaded data parts")
-        try:
-            tj = TrainJob.from_dict(train)
-            # every expected shape comes from the job's own model description, within caps
-            shapes = upload_shapes(tj, self.cfg.model_caps)
-        except (JobError, ValueError, TypeError) as exc:
-            raise WireError(f"invalid training settings: {exc}") from None
+        req = SubmitRequest.parse(h, self.cfg.model_caps)
         with self.store.lock:
-            rec = self.store.jobs.get(job)
-            if rec is None:
-                raise WireError(f"unknown job {job!r}: upload its inputs first")
+            rec = self._authorise(user, job, "submit", _NEEDS["submit"])
             if rec.state != "uploading":
                 raise WireError(f"job {job!r} was already submitted")
+            if req.nonce_halves[self.rank] != rec.nonce_part:
+                raise WireError(f"submit: the nonce does not hold server {self.rank}'s half of "
+                                f"this job (as create returned it)")
             infos = self.store.tensors.get(job, {})
-
-            def need(name, row_shape):
-                i = infos.get(name)
-                if i is None or not i.complete:
-                    raise WireError(f"{name} is missing or incomplete")
-                if i.row_shape != tuple(row_shape):
-                    raise WireError(f"{name} has rows of shape {i.row_shape}, expected {tuple(row_shape)}")
-                return i.rows
-            rows: dict[str, int] = {}
-            if kind == "train":
-                if not parts:
-                    raise WireError("a training job needs at least one data part")
-                for p in parts:
-                    rows[f"data/{p}/x"] = need(f"data/{p}/x", shapes.x)
-                    rows[f"data/{p}/y"] = need(f"data/{p}/y", shapes.y)
-                    if rows[f"data/{p}/x"] != rows[f"data/{p}/y"]:
-                        raise WireError(f"part {p}: images and labels differ in count")
-                if model_job:
-                    raise WireError("model_job is for prediction jobs")
-            else:
-                rows["input/x"] = need("input/x", shapes.x)
-            if kind == "train" or not model_job:
-                for n, s in shapes.params.items():
-                    rows[f"param/{n}"] = need(f"param/{n}", s)
-                    if rows[f"param/{n}"] != 1:
-                        raise WireError(f"param/{n} must be one row")
-            else:
-                src = self.store.jobs.get(model_job)
-                if src is None or src.owner != user or src.kind != "train" or src.state != "done":
-                    raise WireError(f"model_job {model_job!r} is not a finished training job of yours")
-                trained = TrainJob.from_dict(src.train)
-                if trained.model != tj.model or trained.task != tj.task:
-                    raise WireError(f"model_job {model_job!r} trained another model or task "
-                                    f"({trained.model.name or 'unnamed'}, {trained.task})")
-            n = sum(rows[f"data/{p}/x"] for p in parts) if kind == "train" else rows["input/x"]
-            rec.kind, rec.owner, rec.train, rec.frac_bits = kind, user, tj.to_dict(), frac_bits
-            rec.parts, rec.model_job, rec.test_seed = list(parts), model_job, seed
-            rec.total_steps = tj.epochs * steps_per_epoch(n, tj.batch_size) if kind == "train" else 1
-            rec.digest = job_digest(kind, rec.train, frac_bits, rec.parts, rows, model_job, seed)
+            self._check_part_owners(rec, req, infos)
+            self._check_model_job(user, req)
+            rows = self._input_rows(req, infos)
+            n = sum(rows[f"data/{p}/x"] for p in req.parts) if req.kind == "train" else rows["input/x"]
+            nonce = req.nonce_halves[0] + req.nonce_halves[1]
+            rec.kind, rec.train, rec.frac_bits = req.kind, req.job.to_dict(), req.frac_bits
+            rec.parts, rec.model_job, rec.test_seed, rec.nonce = req.parts, req.model_job, req.test_seed, nonce
+            rec.total_steps = req.job.epochs * steps_per_epoch(n, req.job.batch_size) \
+                if req.kind == "train" else 1
+            rec.digest = job_digest(req.kind, rec.train, req.frac_bits, rec.parts, rows,
+                                    req.model_job, req.test_seed, nonce)
             rec.state, rec.message = "queued", "queued"
             self.store.save(rec)
         self.runner.wake.set()
         return {"type": "ok", "total_steps": rec.total_steps, "digest": rec.digest}, []
+
+    @staticmethod
+    def _check_part_owners(rec: JobRecord, req: SubmitRequest, infos: dict) -> None:
+        """Each part comes whole (images and labels) from one data owner the job names."""
+        for p in req.parts:
+            uploaders = {infos[n].owner for n in (f"data/{p}/x", f"data/{p}/y") if n in infos}
+            if len(uploaders) > 1 or not uploaders <= set(rec.owners):
+                raise WireError(f"part {p}: its images and labels must come from one data owner "
+                                f"the job names")
+
+    def _check_model_job(self, user: str, req: SubmitRequest) -> None:
+        if not req.model_job:
+            return
+        if req.kind == "train":
+            raise WireError("model_job is for prediction jobs")
+        src = self.store.jobs.get(req.model_job)
+        if src is None or src.owner != user or src.kind != "train" or src.state != "done":
+            raise WireError(f"model_job {req.model_job!r} is not a finished training job of yours")
+
+    def _input_rows(self, req: SubmitRequest, infos: dict) -> dict[str, int]:
+        """The row count of every input the job reads, after checking each tensor's shape."""
+        def need(name, row_shape):
+            i = infos.get(name)
+            if i is None or not i.complete:
+                raise WireError(f"{name} is missing or incomplete")
+            if i.row_shape != tuple(row_shape):
+                raise WireError(f"{name} has rows of shape {i.row_shape}, expected {tuple(row_shape)}")
+            return i.rows
+        rows: dict[str, int] = {}
+        tj, shapes = req.job, req.shapes
+        if req.kind == "train":
+            if not req.parts:
+                raise WireError("a training job needs at least one data part")
+            for p in req.parts:
+                rows[f"data/{p}/x"] = need(f"data/{p}/x", shapes.x)
+                rows[f"data/{p}/y"] = need(f"data/{p}/y", shapes.y)
+                if rows[f"data/{p}/x"] != rows[f"data/{p}/y"]:
+                    raise WireError(f"part {p}: images and labels differ in count")
+        else:
+            rows["input/x"] = need("input/x", shapes.x)
+        if req.kind == "train" or not req.model_job:
+            for n, s in shapes.params.items():
+                rows[f"param/{n}"] = need(f"param/{n}", s)
+                if rows[f"param/{n}"] != 1:
+                    raise WireError(f"param/{n} must be one row")
+        else:
+            trained = TrainJob.from_dict(self.store.jobs[req.model_job].train)
+            if trained.model != tj.model or trained.task != tj.task:
+                raise WireError(f"model_job {req.model_job!r} trained another model or task "
+                                f"({trained.model.name or 'unnamed'}, {trained.task})")
+        return rows
+
+    def _jobs(self, user: str) -> dict:
+        """The jobs ``user`` trains or is named in as a data owner (others stay invisible)."""
+        with self.store.lock:
+            mine = [(r, _roles(r, user)) for r in self.store.jobs.values()]
+            return {"type": "jobs", "jobs": [
+                {"job": r.job, "role": "+".join(sorted(roles)), "state": r.state, "kind": r.kind,
+                 "message": r.message, "created": r.created} for r, roles in mine if roles]}
+
+    def _quarantined_status(self, job: str) -> dict:
+        return {"type": "status", "state": "quarantined", "message": self.store.quarantined[job],
+                "kind": "", "step": 0, "total": 0, "epoch": 0, "seconds": 0.0, "channel": {},
+                "dealer": {}, "warmup_end_step": 0, "warmup_seconds": None, "start_step": 0,
+                "loss_steps": [], "time": time.time()}
 
     def _status(self, rec, h: dict) -> tuple[dict, list]:
         since = expect_int(h, "since", 0, 2**62, required=False)
@@ -242,4 +397,3 @@ class Server:
                 "warmup_end_step": lv.warmup_end_step, "warmup_seconds": lv.warmup_seconds,
                 "start_step": lv.start_step,
                 "loss_steps": [s for s, _ in losses], "time": time.time()}, [a for _, a in losses]
-

@@ -1,13 +1,15 @@
 """The dealer service over CurveZMQ, in-process first (STYLE rule 11), then as a process."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 import pytest
 
+from dealer.instances import InstanceError, InstanceRegistry
 from dealer.service import DealerService
-from ss_engine.comm import ChannelClosed, memory_channel_pair
+from ss_engine.comm import ChannelClosed, ChannelTimeout, memory_channel_pair
 from ss_engine.net.dealer_link import RemoteDealerLink, shift_spec
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
 from ss_engine.net.zmq_channel import CurveContext
@@ -37,12 +39,12 @@ def dealer(tmp_path):
     th.start()
     curves = []
 
-    def link(rank, job):
+    def link(rank, job, nonce=b"n" * 32, timeout=10):
         kd = cfg.path(cfg.keys_dir)
         curve = CurveContext(load_keypair(kd, cfg.servers[rank].key))
         curves.append(curve)
         return RemoteDealerLink(curve, cfg.dealer.connect, load_public_key(public_path(kd, "dealer")),
-                                job, timeout=10)
+                                job, nonce, timeout=timeout)
     try:
         yield cfg, svc, link
     finally:
@@ -59,6 +61,23 @@ def test_shift_spec_moves_only_refs_inside_the_step():
     q = shift_spec(p, 100, since=10)
     assert q.left.seq == 112 and q.right.seq == 3 and q.out_shape == (2, 4)
     assert shift_spec(m_in, 5, 0) is m_in
+
+
+def open_both(l0, l1, digest="d" * 32, seeds=(None, None)):
+    """Both parties open one instance at once (the dealer answers once both have asked)."""
+    out, errs = [None, None], []
+
+    def go(i, link):
+        try:
+            out[i] = link.open(digest, seeds[i])
+        except Exception as exc:  # noqa: BLE001
+            errs.append(exc)
+    ts = [threading.Thread(target=go, args=a) for a in ((0, l0), (1, l1))]
+    [t.start() for t in ts]
+    [t.join(30) for t in ts]
+    if errs:
+        raise errs[0]
+    return out
 
 
 def _data(rt, n=64):
@@ -81,7 +100,7 @@ def test_remote_dealer_equals_in_process_bit_for_bit(dealer):
     rt.run(train_party, (x0, y0, job, ref[0], None), (x1, y1, job, ref[1], None))
     # same shares, parties' sources fed by the dealer service
     l0, l1 = link(0, "jobA"), link(1, "jobA")
-    k0, k1 = l0.open(SEED), l1.open(SEED)
+    k0, k1 = open_both(l0, l1, seeds=(SEED, SEED))
     assert (k0, k1) == (derive_seed(SEED, "party0"), derive_seed(SEED, "party1"))  # LocalRuntime's
     ch0, ch1 = memory_channel_pair(30)
     ctx = [PartyContext(0, ch0, SeededSource(0, k0, None), EngineConfig()),
@@ -117,20 +136,62 @@ def test_dealer_refuses_bad_requests_and_keeps_serving(dealer):
     cfg, svc, link = dealer
     l0, l1 = link(0, "jobB"), link(1, "jobB")
     with pytest.raises(ChannelClosed, match="party 0 receives no corrections"):
-        l0.open(None)
         l0._request({"type": "get", "seq": 1, "spec": MaskSpec((2,)).to_wire()})
     with pytest.raises(ChannelClosed, match="bad material spec"):
-        l1.open(None)
         l1._request({"type": "get", "seq": 1, "spec": {"kind": "cmp", "n": 10**12, "bits": 64}})
     with pytest.raises(ChannelClosed, match="bad material spec"):
         l1._request({"type": "get", "seq": 1, "spec": {"kind": "nope"}})
-    with pytest.raises(ChannelClosed, match="unknown job"):
+    with pytest.raises(ChannelClosed, match="unknown job instance"):
         RemoteDealerLink.corrections(link(1, "never-opened"), 3, MaskSpec((2,)))
     with pytest.raises(ChannelClosed, match="test seeds"):
         svc.cfg = type(svc.cfg)(**{**svc.cfg.__dict__, "dealer": type(svc.cfg.dealer)(
             **{**svc.cfg.dealer.__dict__, "allow_test_seed": False})})
-        link(0, "jobC").open(SEED)
+        link(0, "jobC").open("d" * 32, SEED)
     # still serving, and each party gets its own key only
-    a, b = link(0, "jobD").open(), link(1, "jobD").open()
+    a, b = open_both(link(0, "jobD"), link(1, "jobD"))
     assert a != b and len(a) == len(b) == 16
-    assert (cfg.path(cfg.dealer.data_dir) / "jobs" / "jobD.keys").stat().st_mode & 0o777 == 0o600
+    iid = svc.instances.get("jobD", b"n" * 32).iid
+    assert (cfg.path(cfg.dealer.data_dir) / "instances" / f"{iid}.keys").stat().st_mode & 0o777 == 0o600
+
+
+def test_instance_born_only_when_both_servers_ask_with_one_digest(dealer):
+    cfg, svc, link = dealer
+    live = cfg.path(cfg.dealer.data_dir) / "instances"
+    # one server alone gets no key: its answer waits for the other server
+    with pytest.raises(ChannelTimeout):
+        link(0, "jobE", timeout=1.5).open("d" * 32)
+    assert not os.listdir(live)
+    # the two ask with different digests: both hear the refusal and nothing is made
+    errs = []
+
+    def go(rank, digest):
+        try:
+            link(rank, "jobF").open(digest)
+        except ChannelClosed as exc:
+            errs.append(str(exc))
+    ts = [threading.Thread(target=go, args=a) for a in ((0, "a" * 32), (1, "b" * 32))]
+    [t.start() for t in ts]
+    [t.join(30) for t in ts]
+    assert len(errs) == 2 and all("different instances" in e for e in errs), errs
+    assert not os.listdir(live)
+
+
+def test_same_name_new_nonce_new_seeds_and_released_instance_never_served(dealer):
+    cfg, svc, link = dealer
+    data = cfg.path(cfg.dealer.data_dir)
+    n1, n2 = os.urandom(32), os.urandom(32)
+    k1 = open_both(link(0, "weekly", n1), link(1, "weekly", n1))
+    assert open_both(link(0, "weekly", n1), link(1, "weekly", n1)) == k1   # a resume: same keys
+    k2 = open_both(link(0, "weekly", n2), link(1, "weekly", n2))
+    assert not set(k1) & set(k2)                                          # a new instance
+    # a restarted dealer still serves the live instance (it regenerates from stored keys)
+    assert InstanceRegistry(data).get("weekly", n1).keys == tuple(k1)
+    link(1, "weekly", n1).release()
+    for rank in (0, 1):   # never again, for either server, even after a restart
+        with pytest.raises(ChannelClosed, match="has ended"):
+            link(rank, "weekly", n1).open("d" * 32)
+    with pytest.raises(InstanceError, match="has ended"):
+        InstanceRegistry(data).get("weekly", n1)
+    # only the live instance (n2) holds keys on disk; the ended one left a keyless tombstone
+    assert [p.stem for p in (data / "instances").iterdir()] == [svc.instances.get("weekly", n2).iid]
+    assert len(list((data / "ended").iterdir())) == 1

@@ -39,7 +39,8 @@ def dep(tmp_path_factory):
 def trained(dep):
     r = train_remote(dep.config, TrainRequest.build(
         dataset="mnist-small", train_limit=N, test_limit=200, batch_size=BS, epochs=1,
-        secure_eval=100, progress=False, loss_every=2), test_seed=SEED, timeout=120)
+        secure_eval=100, progress=False, loss_every=2), test_seed=SEED, timeout=120,
+        keep_job=True)
     return r
 
 
@@ -81,6 +82,13 @@ def test_unauthorised_client_refused_and_learns_nothing(dep, trained):
             s.fetch(trained["job"])
 
 
+@pytest.fixture(scope="module")
+def fuzzer_job(dep):
+    """Job j1, created by the client "fuzzer", which names itself as a data owner."""
+    with ClientSession(dep.config, "fuzzer") as s:
+        s.create("j1", owners=["fuzzer"])
+
+
 def _frames(h: dict, arrays=()) -> list:
     return [bytes(f) if isinstance(f, bytes) else f.tobytes() for f in encode_message(h, arrays)]
 
@@ -99,12 +107,14 @@ def _frames(h: dict, arrays=()) -> list:
     (_frames({"type": "submit", "job": "j1", "rid": 6, "kind": "train", "train": {"lr": -1},
               "frac_bits": 16, "parts": ["a"], "model_job": ""}), "invalid training settings"),
     (_frames({"type": "submit", "job": "nojob", "rid": 7, "kind": "train", "train": {},
-              "frac_bits": 16, "parts": ["a"], "model_job": ""}), "upload its inputs first"),
+              "frac_bits": 16, "parts": ["a"], "model_job": "", "nonce": [b"n" * 16] * 2}), "unknown job"),
+    (_frames({"type": "upload", "job": "nojob", "rid": 11, "name": "data/a/x", "offset": 0,
+              "rows": 1, "row_shape": [784]}, [np.zeros((1, 784), np.int64)]), "unknown job"),
     (_frames({"type": "status", "job": "nojob", "rid": 8}), "unknown job"),
     (_frames({"type": "launch_missiles", "job": "x", "rid": 9}), "unknown message type"),
     (_frames({"type": "ping", "rid": 10}, [np.zeros(3, np.float64).view(np.int64)])[:1], "describes 1 arrays"),
 ])
-def test_malformed_messages_get_clear_errors_and_server_keeps_serving(dep, frames, needle):
+def test_malformed_messages_get_clear_errors_and_server_keeps_serving(dep, fuzzer_job, frames, needle):
     c = RawClient(dep, "fuzzer")
     try:
         reply = c.send(frames)
@@ -130,6 +140,7 @@ def test_stored_files_and_received_messages_independent_of_plaintext(dep, tmp_pa
         for name, x in sets.items():
             enc = encode_images(x, dep_fixed())
             s0, s1 = share(enc, prg)
+            s.create(f"leak-{name}", owners=["fuzzer"])
             s.upload(f"leak-{name}", "data/p/x", s0, s1)
     for rank in (0, 1):
         root = dep.config.path(dep.config.servers[rank].data_dir) / "jobs"
@@ -164,7 +175,8 @@ def test_kill_minus_9_each_process_and_resume_bit_exact(tmp_path):
             try:
                 out["r"] = train_remote(d.config, TrainRequest.build(
                     dataset="mnist-small", train_limit=n, test_limit=50, batch_size=bs,
-                    secure_eval=0, progress=False), test_seed=SEED, job="killjob", timeout=150)
+                    secure_eval=0, progress=False), test_seed=SEED, job="killjob", timeout=150,
+                    keep_job=True)
             except BaseException as exc:  # noqa: BLE001
                 errs.append(exc)
         th = threading.Thread(target=run)

@@ -54,7 +54,8 @@ class RawClient:
         own = ensure_keypair(keys, name) if name == "intruder" else load_keypair(keys, name)
         self.curve = CurveContext(own)
         srv = dep.config.servers[server]
-        self.sock = self.curve.client_socket(zmq.DEALER, load_public_key(public_path(keys, srv.key)))
+        self.sock = self.curve.client_socket(zmq.DEALER, load_public_key(public_path(keys, srv.key)),
+                                             caps=REPLY_CAPS)
         self.sock.connect(srv.client)
 
     def send(self, frames, timeout: float = 10.0):

@@ -25,6 +25,8 @@ def test_two_hospitals_and_a_separate_trainer(tmp_path):
         fixed = FixedPointConfig(frac_bits=16)
         x, y, xt, yt = load_preprocessed("mnist-small", N, 300)
         halves = {"hospital_a": slice(0, N // 2), "hospital_b": slice(N // 2, N)}
+        trainer = ClientSession(dep.config, "client")
+        trainer.create("multi", owners=list(halves))   # the trainer names the data owners
         for owner, rows in halves.items():   # each owner shares with its own PRG
             prg = PRG.from_os_random()
             with ClientSession(dep.config, owner) as s:
@@ -33,7 +35,7 @@ def test_two_hospitals_and_a_separate_trainer(tmp_path):
         prg = PRG.from_os_random()
         p0, p1 = share_arrays({k: encode(v, fixed) for k, v in init_params("network-a", 0).items()}, prg)
         job = TrainJob(batch_size=BS, epochs=1)
-        with ClientSession(dep.config, "client") as s:      # the trainer: parameters only
+        with trainer as s:      # the trainer: parameters only
             s.upload_params("multi", p0, p1)
             assert s.submit("multi", "train", job, 16, parts=["hospital_a", "hospital_b"]) == N // BS
             s.wait("multi", timeout=180)

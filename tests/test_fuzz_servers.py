@@ -26,7 +26,8 @@ def dep(tmp_path):
 
 def test_fuzz_live_processes(dep):
     r = train_remote(dep.config, TrainRequest.build(dataset="mnist-small", train_limit=64,
-                     test_limit=10, batch_size=32, secure_eval=0, progress=False), timeout=120)
+                     test_limit=10, batch_size=32, secure_eval=0, progress=False), timeout=120,
+                     keep_job=True)
     with ClientSession(dep.config) as s:
         before = s.fetch(r["job"])
     stats = run_fuzz(dep, r["job"], count=1000, seed=1, dealer_count=300)

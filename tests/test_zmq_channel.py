@@ -14,7 +14,7 @@ import zmq
 from ss_engine.comm import ChannelClosed, ChannelTimeout, memory_channel_pair
 from ss_engine.net.keys import (KeyFileError, generate_keypair, keygen, load_keypair,
                                  load_public_key, save_keypair)
-from ss_engine.net.wire import decode_message, encode_message
+from ss_engine.net.wire import DEFAULT_CAPS, decode_message, encode_message
 from ss_engine.net.zmq_channel import CurveContext, RpcClient, ZmqPeerChannel, user_id
 
 
@@ -218,7 +218,7 @@ def test_rpc_client_and_user_id(tmp_path):
     ks, kc, kx = generate_keypair(), generate_keypair(), generate_keypair()
     cs, cc, cx = CurveContext(ks), CurveContext(kc), CurveContext(kx)
     cs.allow("clients", [kc.public])
-    srv = cs.server_socket(zmq.ROUTER, "clients")
+    srv = cs.server_socket(zmq.ROUTER, "clients", caps=DEFAULT_CAPS)
     port = srv.bind_to_random_port("tcp://127.0.0.1")
     stop = threading.Event()
 

@@ -13,6 +13,16 @@ the defaults)::
     max_model_params = 20000000       # a job's model: parameters at most (0: no cap)
     max_activations_per_batch = 134217728  # values all layers output for one batch (0: no cap)
 
+    # tenancy: what one client may hold on each server, so no client can fill a server for
+    # the others (jobs count against their trainer, uploaded bytes against their uploader)
+    max_jobs_per_client = 16          # jobs a client has created and not yet deleted
+    max_bytes_per_client = 8589934592 # bytes of shares a client has uploaded (8 GiB)
+    max_jobs = 0                      # all jobs on a server; 0: max_jobs_per_client x clients
+                                      # (a smaller value is refused: some clients could then
+                                      # fill the server for the rest)
+    upload_expiry = 86400.0           # s a job may stay "uploading" without a new chunk;
+                                      # then it is deleted (checked every second, and at start)
+
     [dealer]
     endpoint = "tcp://127.0.0.1:7100" # bind address; servers connect to connect_endpoint
     key = "dealer"
@@ -96,7 +106,10 @@ class DeployConfig:
     peer_timeout: float = 60.0
     peer_wait_limit: float = 600.0
     dealer_timeout: float = 60.0
-    max_jobs: int = 64
+    max_jobs: int = 0                 # 0: max_jobs_per_client * len(clients)
+    max_jobs_per_client: int = 16
+    max_bytes_per_client: int = 8 << 30
+    upload_expiry: float = 86400.0
     #: how server<->server data frames are protected: "aes-gcm" (keys exchanged in the
     #: CurveZMQ handshake; ports: peer_endpoint plus one ephemeral data port on server 0's
     #: host) or "curve" (everything on the CurveZMQ socket, ~100 ms slower per step here)
@@ -108,6 +121,11 @@ class DeployConfig:
     def model_caps(self) -> ModelCaps:
         return ModelCaps(self.max_model_params, self.max_activations_per_batch)
 
+    @property
+    def job_limit(self) -> int:
+        """All jobs one server (or the dealer) holds at once."""
+        return self.max_jobs or self.max_jobs_per_client * len(self.clients)
+
     def path(self, p: str) -> Path:
         return Path(p) if os.path.isabs(p) else Path(self.root) / p
 
@@ -118,6 +136,32 @@ class DeployConfig:
     @property
     def peer_connect(self) -> str:
         return self.servers[0].peer_connect or self.servers[0].peer_endpoint
+
+
+#: the top-level settings of a config file (the rest are the three sections)
+_TOP_SETTINGS = ("keys_dir", "clients", "checkpoint_every", "peer_timeout", "peer_wait_limit",
+                 "dealer_timeout", "max_jobs", "max_jobs_per_client", "max_bytes_per_client",
+                 "upload_expiry", "peer_bulk_cipher", "max_model_params", "max_activations_per_batch")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_tenancy(cfg: DeployConfig) -> None:
+    if not (_is_int(cfg.max_jobs_per_client) and cfg.max_jobs_per_client >= 1
+            and _is_int(cfg.max_bytes_per_client) and cfg.max_bytes_per_client >= 1
+            and _is_int(cfg.max_jobs) and cfg.max_jobs >= 0):
+        raise ConfigError("max_jobs_per_client and max_bytes_per_client must be positive "
+                          "integers, max_jobs a positive integer or 0")
+    if isinstance(cfg.upload_expiry, bool) or not isinstance(cfg.upload_expiry, (int, float)) \
+            or not cfg.upload_expiry > 0:
+        raise ConfigError("upload_expiry must be a positive number of seconds")
+    need = cfg.max_jobs_per_client * len(cfg.clients)
+    if cfg.max_jobs and cfg.max_jobs < need:
+        raise ConfigError(f"max_jobs = {cfg.max_jobs} is below max_jobs_per_client x clients = {need}: "
+                          f"a few clients could then fill a server for the others (set max_jobs = 0 "
+                          f"for exactly that product, or lower max_jobs_per_client)")
 
 
 def _endpoint(v, where: str) -> str:
@@ -156,9 +200,7 @@ def load_config(path) -> DeployConfig:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: {exc}") from None
     top = {k: v for k, v in d.items() if not isinstance(v, dict)}
-    known = {"keys_dir", "clients", "checkpoint_every", "peer_timeout", "peer_wait_limit",
-             "dealer_timeout", "max_jobs", "peer_bulk_cipher", "max_model_params",
-             "max_activations_per_batch"}
+    known = set(_TOP_SETTINGS)
     if set(top) - known:
         raise ConfigError(f"unknown settings {sorted(set(top) - known)}")
     if set(d) - known - {"dealer", "server0", "server1"}:
@@ -178,6 +220,7 @@ def load_config(path) -> DeployConfig:
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                for v in (cfg.max_model_params, cfg.max_activations_per_batch)):
         raise ConfigError("max_model_params and max_activations_per_batch must be integers >= 0")
+    _check_tenancy(cfg)
     if cfg.peer_bulk_cipher not in ("aes-gcm", "curve"):
         raise ConfigError(f"peer_bulk_cipher must be \"aes-gcm\" or \"curve\", got {cfg.peer_bulk_cipher!r}")
     return cfg
@@ -193,10 +236,7 @@ def write_config(cfg: DeployConfig, path) -> Path:
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(val(x) for x in v) + "]"
         return json.dumps(str(v))
-    lines = [f"{k} = {val(getattr(cfg, k))}" for k in
-             ("keys_dir", "clients", "checkpoint_every", "peer_timeout", "peer_wait_limit",
-              "dealer_timeout", "max_jobs", "peer_bulk_cipher", "max_model_params",
-              "max_activations_per_batch")]
+    lines = [f"{k} = {val(getattr(cfg, k))}" for k in _TOP_SETTINGS]
     for name, sec in (("dealer", cfg.dealer), ("server0", cfg.servers[0]), ("server1", cfg.servers[1])):
         lines.append(f"\n[{name}]")
         for k in sec.__dataclass_fields__:

@@ -2,15 +2,21 @@
 
 Messages (party: DEALER socket -> dealer: ROUTER socket; every link CurveZMQ; the dealer
 knows which party is calling from its authenticated public key, so a party can only ever
-obtain its *own* key):
+obtain its *own* key).  Every message names a job *instance*: the job id plus its 32-byte
+nonce (each server drew half of it, from os.urandom, when the job was created), so two
+jobs that share a name never share seeds:
 
-    open      {job, test_seed?}           -> keys   + [uint8 (16,)]  key_p of this job
-    get       {job, seq, spec}            -> corr   {seq, names} + corrections (party 1 only)
-    schedule  {job, base, period, items}  (no reply) the corrections one step needed, as
-              [[seq - base, spec], ...]; the dealer predicts step k+1 = step k shifted by
+    open      {job, nonce, digest, test_seed?} -> keys   + [uint8 (16,)]  key_p of the instance
+              (a new instance is made only once *both* servers have asked for it with the
+              same job digest; the first one's answer waits for the second)
+    get       {job, nonce, seq, spec}     -> corr   {seq, names} + corrections (party 1 only)
+    schedule  {job, nonce, base, period, items}  (no reply) the corrections one step needed,
+              as [[seq - base, spec], ...]; the dealer predicts step k+1 = step k shifted by
               ``period`` seqs and pushes those corrections ahead ("push" messages, same
               layout as corr), at most ``window`` seqs beyond the party's position
-    consumed  {job, seq}                  (no reply) party 1 has used every item below seq
+    consumed  {job, nonce, seq}           (no reply) party 1 has used every item below seq
+    release   {job, nonce}                -> released   the job ended or was deleted: the
+              dealer forgets the instance's keys and never serves the instance again
 
 Prediction is only an optimisation: ``corrections(seq, spec)`` uses a pushed item only if
 its spec equals the requested one exactly, and otherwise asks with ``get``.  Because the
@@ -37,13 +43,18 @@ from .wire import WireCaps, WireError, decode_message, encode_message
 from .zmq_channel import CurveContext
 
 __all__ = ["RemoteDealerLink", "DealerLinkStats", "shift_spec", "check_spec", "spec_wire", "spec_digest",
-           "parse_spec", "corrections_frames", "DEALER_CAPS", "MAX_ITEM_ELEMENTS",
-           "corrections_from_message"]
+           "parse_spec", "corrections_frames", "DEALER_CAPS", "DEALER_REQUEST_CAPS", "MAX_ITEM_ELEMENTS",
+           "corrections_from_message", "NONCE_BYTES", "NONCE_PART_BYTES"]
 
 #: largest single field the dealer will generate (elements); 2**24 int64 = 128 MiB
 MAX_ITEM_ELEMENTS = 1 << 24
 _RESEND_AFTER = 3.0
 DEALER_CAPS = WireCaps(max_header_bytes=4 << 20, max_container=1 << 16, max_elements=MAX_ITEM_ELEMENTS)
+#: what the dealer accepts from a party: headers only (a schedule is the largest)
+DEALER_REQUEST_CAPS = dataclasses.replace(DEALER_CAPS, max_arrays=0, max_elements=0, max_total_bytes=0)
+#: a job instance's nonce: server 0's 16 random bytes, then server 1's
+NONCE_PART_BYTES = 16
+NONCE_BYTES = 2 * NONCE_PART_BYTES
 
 
 # -- specs on the wire ------------------------------------------------------------------------
@@ -135,12 +146,15 @@ class DealerLinkStats:
 
 
 class RemoteDealerLink(CorrectionLink):
-    """A party's connection to the dealer process (key hand-off; party 1's corrections)."""
+    """A party's connection to the dealer process for one job instance (``job``, ``nonce``):
+    key hand-off, party 1's corrections, and the instance's release."""
 
-    def __init__(self, curve: CurveContext, endpoint: str, dealer_public: bytes, job: str, *,
-                 timeout: float = 60.0):
-        self.endpoint, self.job, self.timeout = endpoint, job, float(timeout)
-        self.sock = curve.client_socket(zmq.DEALER, dealer_public)
+    def __init__(self, curve: CurveContext, endpoint: str, dealer_public: bytes, job: str,
+                 nonce: bytes, *, timeout: float = 60.0):
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise ValueError(f"a job instance nonce is {NONCE_BYTES} bytes")
+        self.endpoint, self.job, self.nonce, self.timeout = endpoint, job, nonce, float(timeout)
+        self.sock = curve.client_socket(zmq.DEALER, dealer_public, caps=DEALER_CAPS)
         self.sock.connect(endpoint)
         self.stats = DealerLinkStats()
         self._rid = 0
@@ -156,7 +170,8 @@ class RemoteDealerLink(CorrectionLink):
     def _send(self, header: dict, arrays=()) -> None:
         if self._closed:
             raise ChannelClosed("dealer link is closed")
-        self.sock.send_multipart(encode_message({**header, "job": self.job}, arrays), copy=False)
+        self.sock.send_multipart(encode_message({**header, "job": self.job, "nonce": self.nonce},
+                                                arrays), copy=False)
 
     def _receive_until(self, rid: int, frames: list) -> tuple[dict, list]:
         """Read messages (buffering pushes) until the reply to ``rid``; bounded wait.
@@ -213,13 +228,15 @@ class RemoteDealerLink(CorrectionLink):
         if self._closed:
             raise ChannelClosed("dealer link is closed")
         self._rid += 1
-        frames = encode_message({**header, "job": self.job, "rid": self._rid}, arrays)
+        frames = encode_message({**header, "job": self.job, "nonce": self.nonce, "rid": self._rid},
+                                arrays)
         self.sock.send_multipart(frames, copy=False)
         return self._receive_until(self._rid, frames)
 
-    def open(self, test_seed: bytes | None = None) -> bytes:
-        """This party's 16-byte key for the job (made by the dealer on first request)."""
-        hdr = {"type": "open"}
+    def open(self, digest: str, test_seed: bytes | None = None) -> bytes:
+        """This party's 16-byte key for the instance.  ``digest`` is the job digest both
+        servers agreed on; the dealer makes a new instance only when both ask with it."""
+        hdr = {"type": "open", "digest": digest}
         if test_seed is not None:
             hdr["test_seed"] = bytes(test_seed)
         h, arrays = self._request(hdr)
@@ -227,6 +244,12 @@ class RemoteDealerLink(CorrectionLink):
                 or arrays[0].shape != (SEED_BYTES,):
             raise ChannelClosed("dealer answered open with a malformed key")
         return arrays[0].tobytes()
+
+    def release(self) -> None:
+        """The job ended or was deleted: the dealer forgets the instance's keys for good."""
+        h, _ = self._request({"type": "release"})
+        if h["type"] != "released":
+            raise ChannelClosed("dealer answered release with something else")
 
     # -- CorrectionLink -----------------------------------------------------------------
     def corrections(self, seq: int, spec: MaterialSpec) -> dict[str, np.ndarray]:

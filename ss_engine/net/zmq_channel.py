@@ -4,6 +4,8 @@ Every socket is CurveZMQ-encrypted and authenticated.  A *server* socket (the si
 binds) names a ZAP domain; :class:`CurveContext` runs pyzmq's ``ThreadAuthenticator`` and
 accepts a client only if its public key is on that domain's allow-list, so an unknown key
 never completes the handshake and receives nothing.  Messages use :mod:`.wire` frames.
+Every socket also carries ZMQ_MAXMSGSIZE at its link's frame cap (:func:`frame_limit` of
+the link's WireCaps), so not even an unauthenticated handshake can make libzmq buffer more.
 
 :class:`ZmqPeerChannel` is the network twin of ``InMemoryChannel``: party 0 binds a ROUTER,
 party 1 connects a DEALER (the ROUTER side always knows which connection is the session's
@@ -44,7 +46,7 @@ from .sealed_stream import SealedStream, listen_ephemeral
 from .wire import DEFAULT_CAPS, WireCaps, WireError, decode_message, encode_message
 
 __all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id", "bind_retrying",
-           "BULK_CIPHERS"]
+           "BULK_CIPHERS", "frame_limit"]
 
 _POLL_SLICE_MS = 100
 _HELLO_EVERY = 0.2
@@ -52,6 +54,7 @@ BULK_CIPHERS = ("aes-gcm", "curve")
 _READY_WAIT = 5.0   # s a connection to the data port has to prove it is the peer
 _READY_MAX_BYTES = 4096   # what an unauthenticated connection may make us read
 _BYE_GRACE_MS = 500       # how long a lost data connection waits for the peer's BYE
+_CURVE_FRAME_SLACK = 4096  # CURVE MESSAGE command name, nonce and MAC around a frame
 
 
 def _endpoint_host(endpoint: str) -> str:
@@ -86,19 +89,20 @@ class CurveContext:
             self._allow[domain] = frozenset(bytes(k) for k in public_keys)
             self._auth.configure_curve_callback(domain, self)
 
-    def server_socket(self, kind: int, domain: str) -> zmq.Socket:
+    def server_socket(self, kind: int, domain: str, *, caps: WireCaps) -> zmq.Socket:
+        """A CURVE server socket; no frame larger than ``caps`` allows is ever buffered."""
         s = self.ctx.socket(kind)
         s.curve_server = True
         s.curve_publickey, s.curve_secretkey = self.own.public, self.own.secret
         s.zap_domain = domain.encode()
-        _common(s)
+        _common(s, caps)
         return s
 
-    def client_socket(self, kind: int, server_public: bytes) -> zmq.Socket:
+    def client_socket(self, kind: int, server_public: bytes, *, caps: WireCaps) -> zmq.Socket:
         s = self.ctx.socket(kind)
         s.curve_serverkey = server_public
         s.curve_publickey, s.curve_secretkey = self.own.public, self.own.secret
-        _common(s)
+        _common(s, caps)
         return s
 
     def close(self) -> None:
@@ -108,7 +112,18 @@ class CurveContext:
             self.ctx.destroy(linger=0)
 
 
-def _common(s: zmq.Socket) -> None:
+def frame_limit(caps: WireCaps) -> int:
+    """The largest ZMTP frame a message within ``caps`` can need on the wire: its header
+    or its largest array, plus the CURVE box around it.  Set as ZMQ_MAXMSGSIZE, libzmq
+    drops a connection whose frame (a CURVE handshake command included, before any
+    authentication) declares more, instead of allocating and buffering what it declares."""
+    itemsize = max(np.dtype(d).itemsize for d in caps.dtypes)
+    return max(caps.max_header_bytes, min(caps.max_total_bytes, caps.max_elements * itemsize)) \
+        + _CURVE_FRAME_SLACK
+
+
+def _common(s: zmq.Socket, caps: WireCaps) -> None:
+    s.maxmsgsize = frame_limit(caps)
     s.linger = 0
     s.reconnect_ivl = 100
     s.reconnect_ivl_max = 1000
@@ -168,11 +183,11 @@ class ZmqPeerChannel(Channel):
         self._last_ident: bytes | None = None
         if rank == 0:
             curve.allow(domain, [peer_public])
-            self.sock = curve.server_socket(zmq.ROUTER, domain)
+            self.sock = curve.server_socket(zmq.ROUTER, domain, caps=caps)
             self.sock.router_mandatory = True     # a vanished peer fails the send at once
             bind_retrying(self.sock, endpoint)
         else:
-            self.sock = curve.client_socket(zmq.DEALER, peer_public)
+            self.sock = curve.client_socket(zmq.DEALER, peer_public, caps=caps)
             self.sock.connect(endpoint)
         self.sock.sndtimeo = int(self.timeout * 1000)
         self._poller = zmq.Poller()
@@ -443,7 +458,7 @@ class RpcClient:
         self.bytes_sent = self.bytes_received = 0
 
     def _connect(self) -> zmq.Socket:
-        sock = self._curve.client_socket(zmq.DEALER, self._server_public)
+        sock = self._curve.client_socket(zmq.DEALER, self._server_public, caps=self.caps)
         sock.connect(self.endpoint)
         return sock
 
