@@ -112,10 +112,15 @@ class JobStore:
         self.activity: dict[str, float] = {}        # job -> time of its last upload
         self._intact: dict[Path, tuple] = {}        # checkpoint -> stat it was verified at
         self.releases_changed = threading.Event()
-        self._releases = self._load_releases()
+        releases = self._load_releases()
         for d in sorted(self.root.iterdir()):
             if (d / "job.bin").exists():
                 self._load(d.name)
+        if releases is None:   # the queue was corrupt: announce every ended job again
+            releases = {(r.job, r.nonce) for r in self.jobs.values()
+                        if r.state in ENDED_STATES and r.nonce}
+        self._releases = releases
+        self._write_releases()
 
     # -- records --------------------------------------------------------------------------
     def _dir(self, job: str) -> Path:
@@ -196,7 +201,7 @@ class JobStore:
     def _releases_path(self) -> Path:
         return self.base / "releases.bin"
 
-    def _load_releases(self) -> set:
+    def _load_releases(self) -> set | None:
         path = self._releases_path()
         if not path.exists():
             return set()
@@ -204,8 +209,9 @@ class JobStore:
             h, _ = read_frames_file(path)
             return {(j, bytes(n)) for j, n in h["pending"]}
         except (WireError, KeyError, TypeError, ValueError) as exc:
-            log.warning("pending dealer releases lost (%s); the dealer keeps those keys", exc)
-            return set()
+            log.warning("the queue of dealer releases is corrupt (%s): every ended job is "
+                        "announced again; deleted ones are lost (the dealer keeps those keys)", exc)
+            return None
 
     def _queue_release(self, rec: JobRecord) -> None:
         if rec.nonce and (rec.job, rec.nonce) not in self._releases:

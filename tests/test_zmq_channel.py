@@ -267,3 +267,31 @@ def test_key_files(tmp_path):
         load_keypair(tmp_path, "x")
     with pytest.raises(KeyFileError, match="invalid key name"):
         keygen(tmp_path, ["../evil"])
+
+
+def test_every_socket_is_capped_at_its_links_largest_frame():
+    """ZMQ_MAXMSGSIZE on every socket (issue 10: a CURVE greeting declaring a 4 GiB command
+    was buffered before authentication).  The peer socket carries only headers when the
+    data travels AES-GCM sealed; the client link's cap is one upload chunk."""
+    from ss_engine.deploy.protocol import CLIENT_CAPS_KW, MAX_CHUNK_BYTES
+    from ss_engine.net.dealer_link import DEALER_REQUEST_CAPS
+    from ss_engine.net.wire import WireCaps
+    from ss_engine.net.zmq_channel import frame_limit
+    assert frame_limit(WireCaps(**CLIENT_CAPS_KW)) - MAX_CHUNK_BYTES <= 4096
+    assert frame_limit(DEALER_REQUEST_CAPS) <= (4 << 20) + 4096
+    k0, k1 = generate_keypair(), generate_keypair()
+    c0, c1 = CurveContext(k0), CurveContext(k1)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    try:
+        for bulk, want in (("aes-gcm", DEFAULT_CAPS.max_header_bytes), ("curve", 8 << 24)):
+            a = ZmqPeerChannel(c0, 0, ep, k1.public, bulk=bulk)
+            b = ZmqPeerChannel(c1, 1, ep, k0.public, bulk=bulk)
+            assert a.sock.maxmsgsize == b.sock.maxmsgsize == want + 4096, bulk
+            a.close()
+            b.close()
+        rpc = RpcClient(c1, ep, k0.public)
+        assert rpc.sock.maxmsgsize == frame_limit(DEFAULT_CAPS)
+        rpc.close()
+    finally:
+        c0.close()
+        c1.close()

@@ -71,7 +71,9 @@ REQUEST_TYPES = ("ping", "create", "upload", "upload_status", "submit", "status"
                  "delete", "jobs")
 MAX_ROWS = 10_000_000
 MAX_ROW_ELEMENTS = 1 << 20
-MAX_CHUNK_BYTES = 32 << 20
+#: a chunk, and so the largest frame a client may send a server (before authentication too:
+#: the socket's ZMQ_MAXMSGSIZE); one row of MAX_ROW_ELEMENTS int64 values fits
+MAX_CHUNK_BYTES = 8 << 20
 MAX_OWNERS = 64
 DEFAULT_CHUNK_ROWS = 512
 #: wire caps for client messages (a chunk is at most MAX_CHUNK_BYTES)

@@ -30,6 +30,7 @@ per network-a step here).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -181,13 +182,16 @@ class ZmqPeerChannel(Channel):
         self._closed = False
         self._peer_ident: bytes | None = None   # rank 0: the ROUTER id of the session's peer
         self._last_ident: bytes | None = None
+        # with the AES-GCM data plane the CurveZMQ socket carries headers only (HELLO, BYE)
+        sock_caps = caps if bulk == "curve" else dataclasses.replace(
+            caps, max_arrays=0, max_elements=0, max_total_bytes=0)
         if rank == 0:
             curve.allow(domain, [peer_public])
-            self.sock = curve.server_socket(zmq.ROUTER, domain, caps=caps)
+            self.sock = curve.server_socket(zmq.ROUTER, domain, caps=sock_caps)
             self.sock.router_mandatory = True     # a vanished peer fails the send at once
             bind_retrying(self.sock, endpoint)
         else:
-            self.sock = curve.client_socket(zmq.DEALER, peer_public, caps=caps)
+            self.sock = curve.client_socket(zmq.DEALER, peer_public, caps=sock_caps)
             self.sock.connect(endpoint)
         self.sock.sndtimeo = int(self.timeout * 1000)
         self._poller = zmq.Poller()
