@@ -169,7 +169,10 @@ class JobRunner(threading.Thread):
         for rec in ready.values():
             if rec.kind == "train" and rec.total_steps and \
                     rec.total_steps in self.store.checkpoint_steps(rec.job):
-                st = self.store.load_checkpoint(rec.job, rec.total_steps)
+                try:
+                    st = self.store.load_checkpoint(rec.job, rec.total_steps)
+                except CheckpointCorrupt:
+                    continue   # set aside: the job resumes with the peer from an older one
                 self.store.save_result(rec.job, st.params)
                 lv = self.live.setdefault(rec.job, Live())
                 lv.step = rec.total_steps

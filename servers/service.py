@@ -297,6 +297,8 @@ class Server:
 
     def _submit(self, user: str, job: str, h: dict) -> tuple[dict, list]:
         req = SubmitRequest.parse(h, self.cfg.model_caps)
+        if req.test_seed is not None and not self.cfg.dealer.allow_test_seed:
+            raise WireError("this deployment does not accept test seeds (dealer.allow_test_seed)")
         with self.store.lock:
             rec = self._authorise(user, job, "submit", _NEEDS["submit"])
             if rec.state != "uploading":
