@@ -133,10 +133,9 @@ class InstanceRegistry:
             raise InstanceError(f"a job instance nonce is {NONCE_BYTES} bytes")
         iid = instance_id(job, nonce)
         with self.lock:
-            if self._ended(iid):
-                waiting = [(r, t) for r, (_, _, t) in self._pending.pop(iid, {}).items() if r != rank]
+            if self._ended(iid):   # (release dropped any open still waiting for it)
                 raise InstanceError(f"job {job!r}: this instance has ended; its seeds are never "
-                                    f"served again", waiting)
+                                    f"served again")
             inst = self._load(iid)
             if inst is not None:
                 if inst.digest != digest:

@@ -207,7 +207,7 @@ class DealerService:
         rank = self.rank_of.get(user_id(frames[0]) if frames else b"")
         if rank is None:
             raise WireError("unknown caller")
-        h, arrays = decode_message(frames, DEALER_REQUEST_CAPS)
+        h, _ = decode_message(frames, DEALER_REQUEST_CAPS)   # headers only: no payload gets in
         t, job = h["type"], h["job"]
         if not job or not JOB_ID_RE.match(job):
             raise WireError("a job id is required")
