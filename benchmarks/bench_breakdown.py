@@ -12,8 +12,10 @@ operands cost to open beside the Beaver lower bound:
 
 The measured bytes of a product are 8 x the elements of the operand masks it is the first
 product of the step to use (read from the dealer requests: every mask is opened exactly
-once, in ``mask_and_open``).  The step is the benchmark's mirror of ``train_party``
-(``common.step_loop``); ``mirror_check`` shows it sends the same bytes and rounds.
+once).  The step is the engine's own ``train_party``, observed through its hooks
+(``ss_engine.nn.StepHooks``: the phases forward/loss/backward/update and every layer); the
+parameters' updates run as concurrent tasks, so their rounds and time count in the
+backward layer during which they run.
 
 In the local runtime the dealer is in-process: party 1's "dealer wait" is the time its
 thread spends computing the dealer's corrections on demand.
@@ -27,19 +29,19 @@ import time
 
 import numpy as np
 
-from ss_engine.description import describe, init_params
-from ss_engine.nn.models import build_model
+from ss_engine.description import init_params
 from ss_engine.job import TrainJob
 from ss_engine.training import PartyState, train_party
 
 from .common import (load_data, log, machine_info, make_runtime, shared_data, shared_params,
-                     step_loop, write_json, section_main)
-from .profile_tools import FIELDS, LabelTimedChannel, Recorder, TimedSource, wrap_layers
+                     write_json, section_main)
+from .profile_tools import FIELDS, LabelTimedChannel, Recorder, TimedSource
 
 __all__ = ["breakdown", "beaver_bound", "product_table", "run"]
 
 #: names of the parents' self rows (what a phase does outside its children)
-SELF_NAMES = {"forward": "forward: open input + weights", "backward": "backward: first layer dW truncation"}
+SELF_NAMES = {"forward": "forward: between layers", "backward": "backward: between layers",
+              "update": "update: the last parameters' truncation"}
 MATMUL_OPS = {"matmul": None, "conv": "fwd", "conv_wgrad": "dW", "conv_dgrad": "dX"}
 
 
@@ -97,22 +99,8 @@ def product_table(rec: Recorder) -> list[dict]:
     return rows
 
 
-def _train_party_counts(model: str, batch_size: int, x, y, frac_bits: int) -> dict:
-    """Bytes and rounds of the second step of the engine's own ``train_party``."""
-    rt = make_runtime(frac_bits)
-    p0, p1 = shared_params(rt, init_params(model, 0))
-    (x0, x1), (y0, y1) = shared_data(rt, x[:2 * batch_size], y[:2 * batch_size])
-    job = TrainJob(model=model, epochs=1, batch_size=batch_size)
-    st = [PartyState(p0), PartyState(p1)]
-    rt.run(train_party, (x0, y0, job, st[0]), (x1, y1, job, st[1]), stop_at_step=1)
-    snap = rt.contexts[0].channel.stats.snapshot()
-    rt.run(train_party, (x0, y0, job, st[0]), (x1, y1, job, st[1]), stop_at_step=2)
-    d = rt.contexts[0].channel.stats.minus(snap)
-    return {"bytes_sent": d.bytes_sent, "rounds": d.rounds}
-
-
 def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, steps: int = 3,
-              frac_bits: int = 16, check_mirror: bool = True) -> dict:
+              frac_bits: int = 16) -> dict:
     if warm < 1:
         raise ValueError("need at least one warm-up step")
     x, y, _, _, dataset = load_data((warm + steps) * batch_size)
@@ -125,28 +113,27 @@ def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, st
         recs.append(rec)
     p0, p1 = shared_params(rt, init_params(model, 0))
     (x0, x1), (y0, y1) = shared_data(rt, x, y)
+    job = TrainJob(model=model, epochs=1, batch_size=batch_size, lr=0.1, momentum=0.9)
+    states = [PartyState(p0), PartyState(p1)]
     marks: list[dict] = [{}, {}]
 
-    def body(ctx, params, xs, ys):
-        rec = recs[ctx.rank]
-        net = build_model(model, params)
-        labels = wrap_layers(net, rec)
+    def on_step_of(rank: int):
+        ctx, rec = rt.contexts[rank], recs[rank]
 
-        def on_step(step):
+        def on_step(step, epoch, state, py):
             if step + 1 == warm:
                 rec.enabled = True
-                marks[ctx.rank] = {"t": time.perf_counter(), "ch": ctx.channel.stats.snapshot(),
-                                   "wait": dict(ctx.channel.wait_by_label)}
+                marks[rank] = {"t": time.perf_counter(), "ch": ctx.channel.stats.snapshot(),
+                               "wait": dict(ctx.channel.wait_by_label)}
             elif step + 1 < warm + steps:
                 rec.new_step()  # keep the product log of the last step only
             else:
-                marks[ctx.rank]["t_end"] = time.perf_counter()
+                marks[rank]["t_end"] = time.perf_counter()
+        return on_step
 
-        step_loop(ctx, net, xs, ys, batch_size, warm + steps, input_shape=describe(model).input_shape,
-                  on_step=on_step, phase=rec.phase)
-        return labels
-
-    labels, _ = rt.run(body, (p0, x0, y0), (p1, x1, y1))
+    rt.run(train_party, (x0, y0, job, states[0], on_step_of(0), warm + steps, recs[0]),
+           (x1, y1, job, states[1], on_step_of(1), warm + steps, recs[1]))
+    labels = recs[0].labels
     parties = []
     for ctx, rec, mk in zip(rt.contexts, recs, marks):
         d = ctx.channel.stats.minus(mk["ch"])
@@ -183,13 +170,6 @@ def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, st
         "mask_open_bytes": 8 * sum(recs[0].mask_elements[s] for s in recs[0].step_masks),
         "total_bytes_sent_per_step": parties[0]["bytes_sent_per_step"],
     }
-    if check_mirror:
-        engine = _train_party_counts(model, batch_size, x, y, frac_bits)
-        out["mirror_check"] = {"train_party": engine,
-                               "mirror": {"bytes_sent": parties[0]["bytes_sent_per_step"],
-                                          "rounds": parties[0]["rounds_per_step"]},
-                               "equal": (engine["bytes_sent"] == parties[0]["bytes_sent_per_step"]
-                                         and engine["rounds"] == parties[0]["rounds_per_step"])}
     return out
 
 
@@ -233,8 +213,7 @@ def run(quick: bool = False, out_dir: str = "benchmarks/out",
         p0 = res["parties"][0]
         log(f"  {model}: {1e3 * p0['step_seconds']:.0f} ms/step, {p0['bytes_sent_per_step'] / 1e6:.2f} MB, "
             f"{p0['rounds_per_step']:.0f} rounds; matmul operands {res['matmul_measured_bytes'] / 1e6:.3f} MB "
-            f"vs Beaver bound {res['matmul_beaver_bound_bytes'] / 1e6:.3f} MB; "
-            f"mirror == train_party: {res.get('mirror_check', {}).get('equal')}")
+            f"vs Beaver bound {res['matmul_beaver_bound_bytes'] / 1e6:.3f} MB")
     out = {"benchmark": "breakdown", "quick": quick, "machine": machine_info(), "results": results}
     write_json(os.path.join(out_dir, "breakdown.json"), out)
     plot(results, os.path.join(out_dir, "breakdown.png"))

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .common import (build_mlp, load_data, log, machine_info, make_runtime, mlp_params, shared_data,
-                     shared_params, step_loop, summary_stats, write_json, section_main)
+                     shared_params, train_steps, summary_stats, write_json, section_main)
 
 __all__ = ["mlp_step_cost", "run", "BATCHES", "WIDTHS"]
 
@@ -42,7 +42,7 @@ def mlp_step_cost(batch_size: int, hidden: int, warm: int = 1, steps: int = 3, d
                 marks["ch"] = ctx.channel.stats.snapshot()
                 marks["dealer"] = rt.contexts[1].source.stats.dealer_bytes
 
-        step_loop(ctx, net, xs, ys, batch_size, warm + steps, on_step=on_step)
+        train_steps(ctx, net, xs, ys, batch_size, warm + steps, on_step=on_step)
         return np.diff(times[warm - 1:]).tolist()
 
     per_step, _ = rt.run(body, (p0, x0, y0), (p1, x1, y1))

@@ -1,10 +1,10 @@
-"""Shared plumbing of the benchmark suite: data, runtimes, shared models, a mirror of the
-training step for models built by hand, machine facts, JSON output.
+"""Shared plumbing of the benchmark suite: data, runtimes, shared models, a loop over the
+engine's one training step for models built by hand, machine facts, JSON output.
 
 Nothing here changes the engine: the suite drives the same public entry points the CLI
 uses (``LocalRuntime``, ``train_party``, ``predict_party``) and, for models that are not in
-the built-in descriptions, a step loop that mirrors ``train_party``'s body line for line
-(``step_loop``; ``bench_breakdown`` checks that it sends the same bytes and rounds).
+the built-in descriptions, the engine's own step (``ss_engine.training.train_step``) in a
+loop (``train_steps``); measurements hook into that step (``ss_engine.nn.StepHooks``).
 """
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ from ss_engine.config import EngineConfig, FixedPointConfig
 from ss_engine.encoding import encode
 from ss_engine.nn.layers import Linear, ReLU, Sequential
 from ss_engine.nn.loss import SoftmaxCrossEntropy
+from ss_engine.nn.module import NO_HOOKS, StepHooks
 from ss_engine.nn.optim import SGD
 from ss_engine.owner import encode_images, encode_labels, share_arrays
+from ss_engine.protocols.rounds import run
 from ss_engine.simulate import LocalRuntime
 from ss_engine.tensor import SharedTensor
+from ss_engine.training import train_step
 
 __all__ = ["machine_info", "load_data", "make_runtime", "shared_params", "shared_data", "mlp_params",
-           "build_mlp", "step_loop", "write_json", "read_json", "summary_stats", "Timer", "log",
+           "build_mlp", "train_steps", "write_json", "read_json", "summary_stats", "Timer", "log",
            "RUNTIME_SEED"]
 
 #: benchmarks use fixed keys so two runs see the same masks (timing does not depend on them)
@@ -123,16 +126,12 @@ def build_mlp(shares: dict[str, np.ndarray], n_linear: int) -> Sequential:
     return Sequential(*layers)
 
 
-def step_loop(ctx, model: Sequential, x_share: np.ndarray, y_share: np.ndarray, batch_size: int,
-              steps: int, *, lr: float = 0.1, momentum: float = 0.9, input_shape: tuple = (784,),
-              on_step: Callable | None = None, phase: Callable | None = None) -> Sequential:
-    """Run ``steps`` SGD steps exactly as ``ss_engine.training.train_party`` does (forward,
-    softmax cross-entropy gradient, backward, one SGD truncation), cycling through the data.
-
-    ``phase(name)`` (optional) returns a context manager wrapped around each part of a step.
-    """
-    from contextlib import nullcontext
-    phase = phase or (lambda name: nullcontext())
+def train_steps(ctx, model: Sequential, x_share: np.ndarray, y_share: np.ndarray, batch_size: int,
+                steps: int, *, lr: float = 0.1, momentum: float = 0.9, input_shape: tuple = (784,),
+                on_step: Callable | None = None, hooks: StepHooks = NO_HOOKS) -> Sequential:
+    """Run ``steps`` of the engine's training step (``train_step``: forward, softmax
+    cross-entropy gradient, backward, SGD) on ``model``, cycling through the data;
+    ``on_step(step)`` after each."""
     loss = SoftmaxCrossEntropy()
     opt = SGD(model.parameters(), lr, momentum)
     n = x_share.shape[0]
@@ -140,14 +139,8 @@ def step_loop(ctx, model: Sequential, x_share: np.ndarray, y_share: np.ndarray, 
         lo = (step * batch_size) % max(1, n - batch_size + 1)
         xb = np.ascontiguousarray(x_share[lo:lo + batch_size].reshape((-1,) + tuple(input_shape)))
         yb = np.ascontiguousarray(y_share[lo:lo + batch_size])
-        with phase("forward"):
-            logits = model.forward(SharedTensor(ctx, xb))
-        with phase("loss"):
-            grad, _ = loss.gradient(logits, SharedTensor(ctx, yb), False)
-        with phase("backward"):
-            model.backward(grad, raw_weight_grads=opt.takes_raw_gradients(ctx.frac_bits))
-        with phase("sgd"):
-            opt.step(ctx, xb.shape[0], lr)
+        run(ctx, train_step(model, loss, opt, SharedTensor(ctx, xb), SharedTensor(ctx, yb), lr,
+                            hooks=hooks), hooks.step_plan(step))
         ctx.source.step_done()
         if on_step is not None:
             on_step(step)

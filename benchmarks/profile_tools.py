@@ -1,7 +1,8 @@
-"""Benchmark-side instruments: a per-phase recorder, a timing proxy for layers, a timing
-wrapper for the correlated-randomness source, and a channel wrapper that splits the time
-waiting on the peer by protocol label.  None of them changes what the engine computes or
-sends; they only delegate and measure.
+"""Benchmark-side instruments: a per-phase recorder that hooks into the one training step
+(``ss_engine.nn.StepHooks``: the step's phases and every layer's forward and backward), a
+timing wrapper for the correlated-randomness source, and a channel wrapper that splits the
+time waiting on the peer by protocol label.  None of them changes what the engine computes
+or sends; they only delegate and measure.
 """
 from __future__ import annotations
 
@@ -11,21 +12,24 @@ from contextlib import contextmanager
 import numpy as np
 
 from ss_engine.comm.channel import Channel
+from ss_engine.nn.module import StepHooks
 from ss_engine.preprocessing.source import CorrelatedSource
 
-__all__ = ["Recorder", "TimedLayer", "TimedSource", "LabelTimedChannel", "wrap_layers",
-           "describe_layer", "FIELDS"]
+__all__ = ["Recorder", "TimedSource", "LabelTimedChannel", "describe_layer", "FIELDS"]
 
 #: what every phase accumulates (seconds, seconds, seconds, seconds, bytes, rounds, bytes)
 FIELDS = ("wall", "peer_wait", "dealer_wait", "material", "bytes_sent", "rounds", "dealer_bytes")
 
 
-class Recorder:
-    """One party's per-phase totals.  Phases nest; each keeps inclusive and *self* values
-    (inclusive minus its children), so the self values of all phases add up to the step."""
+class Recorder(StepHooks):
+    """One party's per-phase totals, as the step's hooks.  Phases nest (step phase, then
+    layer); each keeps inclusive and *self* values (inclusive minus its children), so the
+    self values of all phases add up to the step.  Concurrent tasks of the step (the
+    parameters' updates) are counted in the phase the step is in when they run."""
 
     def __init__(self, ctx) -> None:
         self.ctx = ctx
+        self.labels: list[str] = []
         self.enabled = False
         self.material_seconds = 0.0
         self.kind_stats: dict[str, list] = {}       # spec kind -> [items, seconds]
@@ -76,6 +80,17 @@ class Recorder:
         elif spec.kind == "product" and self.enabled:
             self.products.append(("/".join(f[0] for f in self._stack), spec))
 
+    def layer(self, stage: str, index: int, layer, value):
+        label = f"L{index} {describe_layer(layer)}"
+        if label not in self.labels:
+            self.labels.append(label)
+        if self.enabled:
+            w = getattr(getattr(layer, "weight", None), "value", None)
+            shapes = self.shapes.setdefault(f"forward/{label}", {"weight_shape": None if w is None
+                                                                  else list(w.shape)})
+            shapes["in_shape" if stage == "forward" else "out_shape"] = list(value.shape)
+        return self.phase(label)
+
     def new_step(self) -> None:
         """Forget the previous step's product and mask log (totals keep accumulating)."""
         self.products, self.step_masks = [], []
@@ -105,55 +120,6 @@ def describe_layer(layer) -> str:
     return name
 
 
-class TimedLayer:
-    """Delegates to a layer and records its forward and backward as phases.
-
-    ``Sequential`` dispatches on ``isinstance(layer, Linear)`` etc., so the proxy reports the
-    wrapped layer's class through ``__class__`` (the same device ``unittest.mock`` uses for
-    ``spec``); every other attribute is read from the wrapped layer.
-    """
-
-    def __init__(self, layer, label: str, recorder: Recorder) -> None:
-        object.__setattr__(self, "_layer", layer)
-        object.__setattr__(self, "_label", label)
-        object.__setattr__(self, "_rec", recorder)
-
-    @property
-    def __class__(self):  # noqa: D401 - see the class docstring
-        return type(self._layer)
-
-    def __getattr__(self, name):
-        return getattr(self._layer, name)
-
-    def __setattr__(self, name, value):
-        setattr(self._layer, name, value)
-
-    def forward(self, x, *args, **kwargs):
-        rec = self._rec
-        with rec.phase(self._label):
-            y = self._layer.forward(x, *args, **kwargs)
-        if rec.enabled:
-            w = getattr(getattr(self._layer, "weight", None), "value", None)
-            rec.shapes.setdefault(rec.path(self._label), {
-                "in_shape": list(x.shape), "out_shape": list(y.shape),
-                "weight_shape": None if w is None else list(w.shape)})
-        return y
-
-    def backward(self, dy, *args, **kwargs):
-        with self._rec.phase(self._label):
-            return self._layer.backward(dy, *args, **kwargs)
-
-
-def wrap_layers(model, recorder: Recorder) -> list[str]:
-    """Replace ``model.layers[i]`` by timing proxies; returns the layer labels."""
-    labels = []
-    for i, layer in enumerate(model.layers):
-        label = f"L{i} {describe_layer(layer)}"
-        labels.append(label)
-        model.layers[i] = TimedLayer(layer, label, recorder)
-    return labels
-
-
 class TimedSource(CorrelatedSource):
     """Times every ``fetch`` of the wrapped source and reports it to the recorder."""
 
@@ -167,6 +133,12 @@ class TimedSource(CorrelatedSource):
         m = self.inner.fetch(spec)
         self._rec.on_fetch(spec, m, time.perf_counter() - t0)
         return m
+
+    def record(self, log):
+        self.inner.record(log)
+
+    def step_done(self):
+        self.inner.step_done()
 
     def __getattr__(self, name):  # next_seq and anything else a caller reads
         return getattr(self.inner, name)

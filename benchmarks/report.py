@@ -82,12 +82,6 @@ def _breakdown(bd: dict) -> list[str]:
         out += [f"All mask openings: {r['mask_open_bytes'] / 1e6:.3f} MB of "
                 f"{r['total_bytes_sent_per_step'] / 1e6:.3f} MB sent per party per step; the rest is "
                 f"truncation and comparison traffic."]
-        mc = r.get("mirror_check")
-        if mc:
-            out += [f"The benchmark's step sends {mc['mirror']['bytes_sent']:,.0f} B in "
-                    f"{mc['mirror']['rounds']:.0f} rounds; `train_party` sends "
-                    f"{mc['train_party']['bytes_sent']:,} B in {mc['train_party']['rounds']} rounds "
-                    f"({'equal' if mc['equal'] else 'DIFFERENT'})."]
         out += [""]
     return out
 

@@ -20,6 +20,7 @@ from .preprocessing.ahead import AheadDealerLink
 from .preprocessing.expand import DealerCore
 from .preprocessing.source import InProcessDealerLink, SeededSource
 from .prg import PRG, SEED_BYTES, derive_seed
+from .protocols.rounds import run as run_coroutine
 from .sharing import share
 
 __all__ = ["LocalRuntime", "PartyFailed"]
@@ -62,14 +63,17 @@ class LocalRuntime:
 
     # -- running SPMD code ------------------------------------------------------------------
     def run(self, fn: Callable[..., Any], args0: tuple = (), args1: tuple = (), **kwargs) -> tuple:
-        """Run ``fn(ctx, *args_p, **kwargs)`` on both parties concurrently; return both results."""
+        """Run ``fn(ctx, *args_p, **kwargs)`` on both parties concurrently; return both results.
+
+        A coroutine result (a protocol, or a body that ``yield from``s protocols) is driven by
+        the party's scheduler (``protocols.rounds``) to its value."""
         results: list[Any] = [None, None]
         errors: list[BaseException | None] = [None, None]
 
         def body(rank: int, args: tuple) -> None:
             ctx = self.contexts[rank]
             try:
-                results[rank] = fn(ctx, *args, **kwargs)
+                results[rank] = run_coroutine(ctx, fn(ctx, *args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
                 errors[rank] = exc
                 ctx.channel.close()  # unblock the peer instead of letting it hang

@@ -5,6 +5,11 @@ protocols (uniformly random), the public job (model, hyper-parameters, batch ord
 nothing else.  The loss is never opened to a party: with ``loss_every`` each party hands
 its share of p_y (the predicted probability of the true label) to the trainer, who alone
 reconstructs it.
+
+A step is one coroutine (``train_step``) run to completion on the party's scheduler
+(``protocols.rounds``), which merges the rounds of its concurrent tasks (the parameters'
+updates, the loss report).  ``StepHooks`` let a benchmark time its phases and layers and
+record its plan (every round's layout and every material item) without a copy of the step.
 """
 from __future__ import annotations
 
@@ -18,13 +23,13 @@ from .nn.layers import Sequential
 from .nn.loss import MSELoss, SoftmaxCrossEntropy
 from .job import JobError, TrainJob, batch_order, steps_per_epoch
 from .nn.models import build_model, param_names
-from .nn.module import ForwardState
+from .nn.module import NO_HOOKS, StepHooks
 from .nn.optim import SGD
 from .party import PartyContext
-from .protocols.compare import argmax_s
-from .tensor import SharedTensor
+from .protocols.rounds import join, resolve, run
+from .tensor import SharedTensor, ops
 
-__all__ = ["PartyState", "train_party", "predict_party"]
+__all__ = ["PartyState", "train_party", "train_step", "predict_party"]
 
 
 @dataclass
@@ -57,13 +62,35 @@ def _model_from_state(job: TrainJob, state: PartyState) -> tuple[Sequential, SGD
     return model, opt
 
 
+def train_step(model: Sequential, loss, opt: SGD, x: SharedTensor, y: SharedTensor, lr: float,
+               report: bool = False, hooks: StepHooks = NO_HOOKS):
+    """One SGD step, a coroutine: forward, the loss gradient, backward with every
+    parameter's update started as soon as its gradient exists, then the end of the updates.
+    With ``report``, returns the shares of the loss's report (p_y for classification, the
+    squared error for regression), computed concurrently with backward; else None."""
+    opt.begin_step(x.shape[0], lr)
+    with hooks.phase("forward"):
+        logits = yield from model.forward(x, hooks)
+    with hooks.phase("loss"):
+        grad, py = yield from resolve(loss.gradient(logits, y, report))
+    with hooks.phase("backward"):
+        yield from model.backward(grad, on_grad=opt.spawn_update, hooks=hooks)
+    with hooks.phase("update"):
+        yield from opt.finish()
+        if py is not None:
+            py = yield from join(py)
+    return py
+
+
 def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job: TrainJob,
                 state: PartyState, on_step: Callable | None = None,
-                stop_at_step: int | None = None) -> PartyState:
+                stop_at_step: int | None = None, hooks: StepHooks | None = None) -> PartyState:
     """Train on shares; ``on_step(step, epoch, state, p_y_share | None)`` after every step.
 
     Resumes from ``state.step`` (the source's sequence number must match ``state.source_seq``).
+    ``hooks`` (benchmarks) observe each step (``StepHooks``).
     """
+    hooks = hooks or NO_HOOKS
     n, k = x_share.shape[0], job.model.num_outputs
     if y_share.shape != (n, k):
         what = "one-hot label" if job.task == "classification" else "target"
@@ -79,12 +106,10 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
             order, order_epoch = batch_order(n, job.shuffle_seed, epoch), epoch
         idx = order[i * job.batch_size:(i + 1) * job.batch_size]
         x = SharedTensor(ctx, _inputs(job.model, x_share[idx]))
-        logits = model.forward(x)
+        y = SharedTensor(ctx, np.ascontiguousarray(y_share[idx]))
         report = bool(job.loss_every) and (step + 1) % job.loss_every == 0
-        grad, py = loss.gradient(logits, SharedTensor(ctx, np.ascontiguousarray(y_share[idx])), report)
-        model.backward(grad, raw_weight_grads=opt.takes_raw_gradients(ctx.frac_bits))
         lr = job.lr_at(epoch)
-        opt.step(ctx, len(idx), lr)
+        py = run(ctx, train_step(model, loss, opt, x, y, lr, report, hooks), hooks.step_plan(step))
         ctx.source.step_done()
         state.params = {p.name: p.value for p in model.parameters()}
         state.velocity = {p.name: p.velocity for p in model.parameters() if p.velocity is not None}
@@ -93,6 +118,13 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
         if on_step is not None:
             on_step(step, epoch, state, None if py is None else py.share)
     return state
+
+
+def _predict_batch(model: Sequential, x: SharedTensor, task: str):
+    out = yield from model.forward(x)
+    if task == "classification":
+        return (yield from ops.argmax(out))
+    return (yield from ops.truncate(out))
 
 
 def predict_party(ctx: PartyContext, model: ModelDescription | str, params: dict[str, np.ndarray],
@@ -105,6 +137,5 @@ def predict_party(ctx: PartyContext, model: ModelDescription | str, params: dict
     out = []
     for s in range(0, x_share.shape[0], batch_size):
         x = SharedTensor(ctx, _inputs(desc, x_share[s:s + batch_size]))
-        logits = net.forward(x, ForwardState(training=False))
-        out.append(argmax_s(ctx, logits.share, axis=-1) if task == "classification" else logits.share)
+        out.append(run(ctx, _predict_batch(net, x, task)).share)
     return np.concatenate(out) if out else np.zeros((0, desc.num_outputs), np.int64)

@@ -1,9 +1,9 @@
 """Smoke test of the benchmark suite's plumbing (tiny sizes; the numbers are not results).
 
 Checks what the suite's tables rest on: counters per step agree with the per-label and
-per-phase splits, the benchmark's step mirror sends exactly what ``train_party`` sends, the
-Beaver bound is computed right, the simulated network shows up in the step time, and the
-README table is rendered from the JSON files.
+per-phase splits (the breakdown hooks into ``train_party`` itself), the Beaver bound is
+computed right, the simulated network shows up in the step time, and the README table is
+rendered from the JSON files.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_train_section_writes_json(tmp_path):
 
 def test_breakdown_accounts_for_the_whole_step(tmp_path):
     res = bench_breakdown.breakdown("network-a", B, warm=1, steps=1)
-    assert res["mirror_check"]["equal"], res["mirror_check"]
+    assert res["parties"][0]["rounds_per_step"] == 53   # tests/test_schedule.py: any batch
     for p in res["parties"]:
         tot = p["phases_total"]
         # every byte and round of the step happens inside exactly one phase

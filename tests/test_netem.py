@@ -59,8 +59,8 @@ def test_bandwidth_serialisation_delay():
 def test_counters_match_the_undelayed_channel():
     """Same protocol code over a plain and a delayed runtime: identical bytes, rounds, labels."""
     def body(ctx, x):
-        opened = open_many(ctx, [x, x[:3]], "lbl_a")
-        reveal_s(ctx, x, to=1, label="lbl_b")
+        opened = yield from open_many(ctx, [x, x[:3]], "lbl_a")
+        yield from reveal_s(ctx, x, to=1, label="lbl_b")
         return opened[0]
 
     x = np.arange(10, dtype=np.int64)

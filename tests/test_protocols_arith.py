@@ -55,7 +55,7 @@ def test_batched_matmul_and_transposed_products_reuse_masks():
     d = rng.integers(-2 ** 40, 2 ** 40, (6, 3))
 
     def forward_then_backward(c, xa, xd):
-        ao, do = mask_and_open(c, [xa, xd])
+        ao, do = yield from mask_and_open(c, [xa, xd])
         # X^T D and D^T X reuse the same two openings: no further communication
         return matmul_masked(c, ao, do, transpose_left=True), matmul_masked(c, do, ao, transpose_left=True)
 

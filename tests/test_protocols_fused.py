@@ -30,8 +30,8 @@ def test_trunc_times_opened_bit(z, data):
     rt = make_runtime()
 
     def body(c, v, bv):
-        (bo,) = mask_and_open(c, [bv])
-        return P.trunc_many_mul_s(c, [v, v], 16, [bo, None])
+        (bo,) = yield from mask_and_open(c, [bv])
+        return (yield from P.trunc_many_mul_s(c, [v, v], 16, [bo, None]))
 
     r0, r1 = rt.run_same(body, rt.share_ring(z), rt.share_ring(bits))
     fused, plain = r0[0] + r1[0], r0[1] + r1[1]
@@ -46,7 +46,7 @@ def test_trunc_times_opened_bit(z, data):
 def test_form_mul_is_the_exact_ring_product_without_a_round(rows, cols, data):
     """Products of truncation results with each other, with themselves and with a masked
     opening (per-row broadcast) equal the ring product of the opened values, exactly."""
-    from ss_engine.protocols.fused import LinearForm, form_mul
+    from ss_engine.protocols.forms import LinearForm, form_mul
     from ss_engine.protocols.truncation import trunc_open_many
     elems = st.integers(-(1 << 40), 1 << 40)
     a = data.draw(hnp.arrays(np.int64, (rows, cols), elements=elems))
@@ -55,8 +55,8 @@ def test_form_mul_is_the_exact_ring_product_without_a_round(rows, cols, data):
     rt = make_runtime()
 
     def body(c, x, y, w):
-        ta, tb = trunc_open_many(c, [x, y], 16)
-        (wm,) = mask_and_open(c, [w])
+        ta, tb = yield from trunc_open_many(c, [x, y], 16)
+        (wm,) = yield from mask_and_open(c, [w])
         fa, fb, fw = LinearForm.of_trunc(ta), LinearForm.of_trunc(tb), LinearForm.of_masked(wm)
         before = c.channel.stats.rounds
         out = (form_mul(c, fa, fb), form_mul(c, fa, fa), form_mul(c, fa, fw),

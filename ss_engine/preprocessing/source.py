@@ -82,6 +82,11 @@ class CorrelatedSource(ABC):
     def step_done(self) -> None:
         """Mark a training-step boundary (called by the training loop on both parties)."""
 
+    def record(self, log: list | None) -> None:
+        """From now on append (seq, spec) of every item fetched to ``log``; None stops.
+        (How a run's material plan is observed: ``protocols.rounds.StepPlan``.)"""
+        self._log = log
+
     # -- typed helpers the protocols call ---------------------------------------------------
     def mask(self, shape) -> Material:
         return self.fetch(MaskSpec(tuple(int(s) for s in shape)))
@@ -115,6 +120,7 @@ class SeededSource(CorrelatedSource):
         self.rank, self._stream, self._link = rank, CounterStream(key), link
         self.next_seq = int(start_seq)
         self.stats = SourceStats()
+        self._log: list | None = None
 
     def step_done(self) -> None:
         if self._link is not None:
@@ -138,4 +144,6 @@ class SeededSource(CorrelatedSource):
         st.items += 1
         st.uncompressed_bytes += spec.uncompressed_bytes() // 2
         st.by_kind[spec.kind] = st.by_kind.get(spec.kind, 0) + 1
+        if self._log is not None:
+            self._log.append((seq, spec))
         return Material(seq, spec, fields)

@@ -12,6 +12,7 @@ and in dX = dY W^T) is never re-opened: the dealer builds the new triple from th
 
 Rounds: 1 per batch of openings.  Bytes per party: 8 per element of every operand opened.
 Products are returned *untruncated* (2f fractional bits); callers batch truncations.
+Every function that communicates is a coroutine (``protocols.rounds``).
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.bilinear import apply_bilinear
 from ..preprocessing.source import Material
-from .opening import open_many
+from .rounds import open_ring
 from .truncation import trunc_s
 
 __all__ = ["MaskedOperand", "mask_and_open", "product_share", "matmul_masked", "mul_masked",
-           "mul_ss", "matmul_ss", "conv2d_ss", "square_s", "conv_out_shape"]
+           "conv_masked", "mul_ss", "matmul_ss", "conv2d_ss", "square_s", "conv_out_shape"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,12 @@ class MaskedOperand:
         raise TypeError("a secret operand has no truth value")
 
 
-def mask_and_open(ctx: PartyContext, shares: Sequence[np.ndarray], label: str = "beaver_open"
-                  ) -> list[MaskedOperand]:
-    """Mask every secret with a fresh dealer mask and open all of them in one message."""
+def mask_and_open(ctx: PartyContext, shares: Sequence[np.ndarray], label: str = "beaver_open"):
+    """Mask every secret with a fresh dealer mask and open all of them in one message;
+    returns their ``MaskedOperand``s.  Rounds: 1.  Bytes per party: 8 per element."""
     shares = [np.ascontiguousarray(s, dtype=np.int64) for s in shares]
     masks = [ctx.source.mask(s.shape) for s in shares]
-    opened = open_many(ctx, [s - m["a"] for s, m in zip(shares, masks)], label)
+    opened = yield from open_ring(ctx, [s - m["a"] for s, m in zip(shares, masks)], label)
     return [MaskedOperand(s, e, m) for s, e, m in zip(shares, opened, masks)]
 
 
@@ -82,6 +83,14 @@ def product_share(ctx: PartyContext, op: str, x: MaskedOperand, y: MaskedOperand
     return z
 
 
+def conv_masked(ctx: PartyContext, x: MaskedOperand, w: MaskedOperand, stride: int = 1,
+                padding: int = 0) -> np.ndarray:
+    """conv2d(X, W) as (N, O, OH, OW), untruncated, from two opened operands."""
+    n, o, oh, ow = conv_out_shape(x.shape, w.shape, stride, padding)
+    cols = product_share(ctx, "conv", x, w, conv=(w.shape[2], w.shape[3], stride, padding))
+    return np.ascontiguousarray(cols.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
+
+
 def mul_masked(ctx: PartyContext, x: MaskedOperand, y: MaskedOperand) -> np.ndarray:
     """Elementwise X * Y (y broadcast over x's trailing axes), untruncated."""
     return product_share(ctx, "mul", x, y)
@@ -94,7 +103,7 @@ def matmul_masked(ctx: PartyContext, x: MaskedOperand, y: MaskedOperand, *,
                          transpose_right=transpose_right)
 
 
-def mul_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, truncate: bool = True) -> np.ndarray:
+def mul_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, truncate: bool = True):
     """Elementwise product of two fixed-point secrets.
 
     Rounds: 2 (open, truncate); 1 with ``truncate=False`` (e.g. a 0/1 secret times a value).
@@ -104,21 +113,21 @@ def mul_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, truncate: bool = Tru
     y = np.asarray(y, dtype=np.int64)
     if x.shape != y.shape:
         raise ValueError(f"mul_ss shapes differ: {x.shape} vs {y.shape}")
-    xm, ym = mask_and_open(ctx, [x, y], "mul_open")
+    xm, ym = yield from mask_and_open(ctx, [x, y], "mul_open")
     z = mul_masked(ctx, xm, ym)
-    return trunc_s(ctx, z, ctx.frac_bits) if truncate else z
+    return (yield from trunc_s(ctx, z, ctx.frac_bits)) if truncate else z
 
 
-def square_s(ctx: PartyContext, x: np.ndarray) -> np.ndarray:
+def square_s(ctx: PartyContext, x: np.ndarray):
     """x^2 with a single mask: open E = X - A once; the dealer supplies A*A.
 
     Rounds: 2.  Bytes per party: 8 |x| + 8 |x| (truncation).
     """
-    (xm,) = mask_and_open(ctx, [np.asarray(x, dtype=np.int64)], "square_open")
-    return trunc_s(ctx, mul_masked(ctx, xm, xm), ctx.frac_bits)
+    (xm,) = yield from mask_and_open(ctx, [np.asarray(x, dtype=np.int64)], "square_open")
+    return (yield from trunc_s(ctx, mul_masked(ctx, xm, xm), ctx.frac_bits))
 
 
-def matmul_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, truncate: bool = True) -> np.ndarray:
+def matmul_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, truncate: bool = True):
     """Matrix product of two secrets, (..., m, k) @ (..., k, n).
 
     Rounds: 2.  Bytes per party: 8 (|x| + |y|) + 8 |z|.
@@ -127,13 +136,13 @@ def matmul_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, truncate: bool = 
     y = np.asarray(y, dtype=np.int64)
     if x.ndim < 2 or y.ndim < 2 or x.shape[-1] != y.shape[-2]:
         raise ValueError(f"matmul_ss shapes do not chain: {x.shape} @ {y.shape}")
-    xm, ym = mask_and_open(ctx, [x, y], "matmul_open")
+    xm, ym = yield from mask_and_open(ctx, [x, y], "matmul_open")
     z = matmul_masked(ctx, xm, ym)
-    return trunc_s(ctx, z, ctx.frac_bits) if truncate else z
+    return (yield from trunc_s(ctx, z, ctx.frac_bits)) if truncate else z
 
 
 def conv2d_ss(ctx: PartyContext, x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0,
-              truncate: bool = True) -> np.ndarray:
+              truncate: bool = True):
     """2-D convolution (N,C,H,W) * (O,C,kh,kw) -> (N,O,OH,OW) via im2col on the ring kernel.
 
     The dealer masks the *image* (not the im2col columns), so E costs |x| words, not |cols|.
@@ -143,9 +152,7 @@ def conv2d_ss(ctx: PartyContext, x: np.ndarray, w: np.ndarray, stride: int = 1, 
     w = np.asarray(w, dtype=np.int64)
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d_ss wants (N,C,H,W) and (O,C,kh,kw), got {x.shape}, {w.shape}")
-    n, o, oh, ow = conv_out_shape(x.shape, w.shape, stride, padding)
-    xm, wm = mask_and_open(ctx, [x, w], "conv_open")
-    cols = product_share(ctx, "conv", xm, wm, conv=(w.shape[2], w.shape[3], stride, padding))
-    z = cols.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
-    z = np.ascontiguousarray(z)
-    return trunc_s(ctx, z, ctx.frac_bits) if truncate else z
+    conv_out_shape(x.shape, w.shape, stride, padding)  # channels must agree
+    xm, wm = yield from mask_and_open(ctx, [x, w], "conv_open")
+    z = conv_masked(ctx, xm, wm, stride, padding)
+    return (yield from trunc_s(ctx, z, ctx.frac_bits)) if truncate else z

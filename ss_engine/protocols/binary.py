@@ -13,27 +13,25 @@ from typing import Sequence
 import numpy as np
 
 from ..party import PartyContext
+from .rounds import open_xor
 
 __all__ = ["and_fanout_ss", "and_ss", "open_words"]
 
 
-def open_words(ctx: PartyContext, words: Sequence[np.ndarray], label: str) -> list[np.ndarray]:
-    mine = [np.ascontiguousarray(w, dtype=np.uint64) for w in words]
-    theirs = ctx.channel.exchange(mine, label)
-    if len(theirs) != len(mine) or any(t.shape != m.shape for t, m in zip(theirs, mine)):
-        raise ValueError("peer opened words of a different structure")
-    return [m ^ t for m, t in zip(mine, theirs)]
+def open_words(ctx: PartyContext, words: Sequence[np.ndarray], label: str):
+    """Open XOR-shared words in one message (a coroutine).  Rounds: 1."""
+    return (yield from open_xor(ctx, words, label))
 
 
 def and_fanout_ss(ctx: PartyContext, left: np.ndarray, rights: Sequence[np.ndarray],
-                  label: str = "and") -> list[np.ndarray]:
+                  label: str = "and"):
     left = np.ascontiguousarray(left, dtype=np.uint64)
     rights = [np.ascontiguousarray(r, dtype=np.uint64) for r in rights]
     if any(r.shape != left.shape for r in rights):
         raise ValueError("AND operands must have the same shape")
     t = ctx.source.and_triple(left.shape, fan_out=len(rights))
     a = t["a"]
-    opened = open_words(ctx, [left ^ a] + [r ^ t[f"b{i}"] for i, r in enumerate(rights)], label)
+    opened = yield from open_xor(ctx, [left ^ a] + [r ^ t[f"b{i}"] for i, r in enumerate(rights)], label)
     d, es = opened[0], opened[1:]
     out = []
     for i, e in enumerate(es):
@@ -44,5 +42,5 @@ def and_fanout_ss(ctx: PartyContext, left: np.ndarray, rights: Sequence[np.ndarr
     return out
 
 
-def and_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, label: str = "and") -> np.ndarray:
-    return and_fanout_ss(ctx, x, [y], label)[0]
+def and_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray, label: str = "and"):
+    return (yield from and_fanout_ss(ctx, x, [y], label))[0]

@@ -33,9 +33,11 @@ from ..party import PartyContext
 from ..preprocessing.source import Material
 from .beaver import MaskedOperand, mask_and_open, mul_masked
 from .binary import and_fanout_ss, and_ss, open_words
-from .opening import open_many
+from .forms import FormTerm, LinearForm, form_mul
+from .rounds import open_ring
 
-__all__ = ["cmp_prepare", "cmp_finish", "msb_xor_s", "b2a_select_s", "flip_xor", "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s",
+__all__ = ["cmp_prepare", "cmp_finish", "msb_xor_s", "b2a_s", "b2a_select_s", "flip_xor", "drelu_s",
+           "drelu_form_s", "relu_s", "relu_form_s", "lt_ss", "lt_form_s", "max_s", "argmax_s",
            "pack_bits", "unpack_bits"]
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -57,7 +59,7 @@ def flip_xor(ctx: PartyContext, words: np.ndarray) -> np.ndarray:
 
 
 def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray,
-                      r_pairs: np.ndarray) -> np.ndarray:
+                      r_pairs: np.ndarray):
     """XOR share of [c < r] over the rows (LSB first) of public c and shared r (bit-sliced);
     ``r_pairs`` row j = r_2j & r_2j+1 (dealer), which makes the first level local."""
     rows = c_bits.shape[0]
@@ -83,10 +85,10 @@ def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray,
         hi, lo = slice(1, 2 * pairs, 2), slice(0, 2 * pairs, 2)
         final = pairs + rows % 2 == 1
         if final:
-            carry = and_ss(ctx, eq[hi], lt[lo], "cmp_tree")
+            carry = yield from and_ss(ctx, eq[hi], lt[lo], "cmp_tree")
             new_lt, new_eq = lt[hi] ^ carry, None
         else:
-            carry, both_eq = and_fanout_ss(ctx, eq[hi], [lt[lo], eq[lo]], "cmp_tree")
+            carry, both_eq = yield from and_fanout_ss(ctx, eq[hi], [lt[lo], eq[lo]], "cmp_tree")
             new_lt, new_eq = lt[hi] ^ carry, both_eq
         if rows % 2:
             new_lt = np.concatenate([new_lt, lt[rows - 1:]])
@@ -104,42 +106,49 @@ def cmp_prepare(ctx: PartyContext, x: np.ndarray, bits: int | None = None
     return mat, flat + mat["r"], m
 
 
-def cmp_finish(ctx: PartyContext, mat: Material, c: np.ndarray, m: int) -> np.ndarray:
+def cmp_finish(ctx: PartyContext, mat: Material, c: np.ndarray, m: int):
     """Packed XOR shares of msb(x) from the opened c = x + r (the comparator tree)."""
     if m < 64:
         c = c & np.int64((1 << m) - 1)
     c_bits = kernels.bit_slices(c, m)
     r_bits = mat["r_bits"]
-    borrow = _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1], mat["r_pairs"])
+    borrow = yield from _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1], mat["r_pairs"])
     msb = borrow ^ r_bits[m - 1]
     return msb ^ c_bits[m - 1] if ctx.rank == 0 else msb
 
 
 def msb_xor_s(ctx: PartyContext, x: np.ndarray, extra: Sequence[np.ndarray] = (),
-              bits: int | None = None) -> tuple[np.ndarray, list[MaskedOperand]]:
+              bits: int | None = None):
     """Packed XOR shares of msb(x) in Z_2^bits; ``extra`` secrets are masked and opened in
     the same first message (for a fused select later).  See module docstring for cost."""
     mat, z, m = cmp_prepare(ctx, x, bits)
     extras = [np.ascontiguousarray(e, dtype=np.int64) for e in extra]
     masks = [ctx.source.mask(e.shape) for e in extras]
-    opened = open_many(ctx, [z] + [e - mk["a"] for e, mk in zip(extras, masks)], "cmp_open")
-    msb = cmp_finish(ctx, mat, opened[0], m)
+    opened = yield from open_ring(ctx, [z] + [e - mk["a"] for e, mk in zip(extras, masks)], "cmp_open")
+    msb = yield from cmp_finish(ctx, mat, opened[0], m)
     return msb, [MaskedOperand(e, o, mk) for e, o, mk in zip(extras, opened[1:], masks)]
 
 
+def b2a_s(ctx: PartyContext, bit_words: np.ndarray, n: int):
+    """n XOR-shared bits as arithmetic 0/1 values, held as the linear form e + (1 - 2e)[rho]
+    in the dealer's bit rho (public e = b ^ rho), so a product by them costs no opening.
+    Rounds: 1.  Bytes per party: 1 bit per element."""
+    rho = ctx.source.bits(n)
+    (e_words,) = yield from open_words(ctx, [bit_words ^ rho["x"]], "b2a_open")
+    e = unpack_bits(e_words, n)
+    return LinearForm(e, (FormTerm(1 - 2 * e, rho, "a", is_bit=True),))
+
+
 def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
-                 selects: Sequence[MaskedOperand] = ()) -> tuple[np.ndarray, list[np.ndarray]]:
+                 selects: Sequence[MaskedOperand] = ()):
     """Arithmetic shares (integer 0/1) of n XOR-shared bits, and b * y for each opened y.
 
     y has shape (n, ...); the bit broadcasts over y's trailing axes.  Rounds: 1.
     """
-    rho = ctx.source.bits(n)
-    (e_words,) = open_words(ctx, [bit_words ^ rho["x"]], "b2a_open")
-    e = unpack_bits(e_words, n)
-    one_minus_2e = 1 - 2 * e
-    b = rho["a"] * one_minus_2e
-    if ctx.rank == 0:
-        b = b + e
+    form = yield from b2a_s(ctx, bit_words, n)
+    e, (term,) = form.public, form.terms
+    rho, one_minus_2e = term.material, term.coeff
+    b = form.share(ctx.rank)
     outs = []
     for y in selects:
         if y.shape[0] != n:
@@ -151,28 +160,49 @@ def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
     return b, outs
 
 
-def drelu_s(ctx: PartyContext, x: np.ndarray) -> np.ndarray:
+def drelu_form_s(ctx: PartyContext, x: np.ndarray, bits: int | None = None):
+    """[x >= 0] (flattened) as a ``LinearForm`` (see ``b2a_s``).  Rounds: 7 (m = 64)."""
+    x = np.asarray(x, dtype=np.int64)
+    msb, _ = yield from msb_xor_s(ctx, x, bits=bits)
+    return (yield from b2a_s(ctx, flip_xor(ctx, msb), x.size))
+
+
+def drelu_s(ctx: PartyContext, x: np.ndarray):
     """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 7 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
-    msb, _ = msb_xor_s(ctx, x)
-    b, _ = b2a_select_s(ctx, flip_xor(ctx, msb), x.size)
-    return b.reshape(x.shape)
+    return (yield from drelu_form_s(ctx, x)).share(ctx.rank).reshape(x.shape)
 
 
-def relu_s(ctx: PartyContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 7 (m = 64)."""
+def relu_form_s(ctx: PartyContext, x: np.ndarray, x_form: LinearForm | None = None,
+                bits: int | None = None):
+    """(max(x, 0) share, [x >= 0] as a flat ``LinearForm``).  x is masked and opened in the
+    comparison's first message (unless ``x_form``, x as a linear form of the same flat
+    shape, is given), so the select costs no round.  Rounds: 7 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
-    msb, (xm,) = msb_xor_s(ctx, x, extra=[x.ravel()])
-    b, (y,) = b2a_select_s(ctx, flip_xor(ctx, msb), x.size, [xm])
-    return y.reshape(x.shape), b.reshape(x.shape)
+    msb, opened = yield from msb_xor_s(ctx, x, extra=[] if x_form is not None else [x.ravel()],
+                                       bits=bits)
+    b = yield from b2a_s(ctx, flip_xor(ctx, msb), x.size)
+    xf = x_form if x_form is not None else LinearForm.of_masked(opened[0])
+    return form_mul(ctx, xf, b).reshape(x.shape), b
 
 
-def lt_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 7 (m = 64)."""
+def relu_s(ctx: PartyContext, x: np.ndarray):
+    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 7 (m = 64)."""
+    y, b = yield from relu_form_s(ctx, x)
+    return y, b.share(ctx.rank).reshape(y.shape)
+
+
+def lt_form_s(ctx: PartyContext, x: np.ndarray, y: np.ndarray, bits: int | None = None):
+    """[x < y] (flattened) as a ``LinearForm``; exact while |x - y| < 2^(m-1).  Rounds: 7."""
     d = np.asarray(x, dtype=np.int64) - np.asarray(y, dtype=np.int64)
-    msb, _ = msb_xor_s(ctx, d)
-    b, _ = b2a_select_s(ctx, msb, d.size)
-    return b.reshape(d.shape)
+    msb, _ = yield from msb_xor_s(ctx, d, bits=bits)
+    return (yield from b2a_s(ctx, msb, d.size))
+
+
+def lt_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray):
+    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 7 (m = 64)."""
+    d = np.broadcast_shapes(np.shape(x), np.shape(y))
+    return (yield from lt_form_s(ctx, x, y)).share(ctx.rank).reshape(d)
 
 
 _BLOCK = 8
@@ -193,7 +223,7 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
         return x[:, 0].copy(), (np.full((rows, 1), 1 if ctx.rank == 0 else 0, np.int64))
     ii, jj = np.triu_indices(k, 1)
     diffs = x[:, ii] - x[:, jj]                       # (R, P): msb = [x_i < x_j]
-    msb, (xm,) = msb_xor_s(ctx, diffs, extra=[x.ravel()], bits=bits)
+    msb, (xm,) = yield from msb_xor_s(ctx, diffs, extra=[x.ravel()], bits=bits)
     p = ii.size
     less = unpack_bits(msb[None, :], rows * p)[0].reshape(rows, p)
     geq = less ^ 1 if ctx.rank == 0 else less
@@ -209,11 +239,11 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
     while words.shape[1] > 1:
         cnt = words.shape[1]
         half = cnt // 2
-        prod = and_ss(ctx, words[:, 0:2 * half:2], words[:, 1:2 * half:2], "max_and")
+        prod = yield from and_ss(ctx, words[:, 0:2 * half:2], words[:, 1:2 * half:2], "max_and")
         words = np.concatenate([prod, words[:, 2 * half:]], axis=1) if cnt % 2 else prod
     win = unpack_bits(words[:, 0], rows)               # (k, R)
     win_words = pack_bits(win.T.reshape(1, -1))[0]
-    onehot, (sel,) = b2a_select_s(ctx, win_words, rows * k, [xm])
+    onehot, (sel,) = yield from b2a_select_s(ctx, win_words, rows * k, [xm])
     mx = sel.reshape(rows, k).sum(axis=1)
     return mx, onehot.reshape(rows, k) if want_onehot else None
 
@@ -245,8 +275,8 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
             extras += [np.ascontiguousarray(np.stack(
                 [np.pad(hots[2 * j + side][:, :-1], ((0, 0), (0, wmax - widths[j][side] + 1)))
                  for j in range(p)], axis=1).reshape(rows * p, wmax)) for side in (0, 1)]
-        msb, ops = msb_xor_s(ctx, d, extra=extras, bits=bits)
-        b, sels = b2a_select_s(ctx, flip_xor(ctx, msb), rows * p, ops)
+        msb, ops = yield from msb_xor_s(ctx, d, extra=extras, bits=bits)
+        b, sels = yield from b2a_select_s(ctx, flip_xor(ctx, msb), rows * p, ops)
         new = right + sels[0].reshape(rows, p)
         new_hots = []
         if want_onehot and first:   # subtrees of one element: the one-hot is (b, 1 - b)
@@ -274,9 +304,9 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
 def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | None = None):
     rows, k = x.shape
     if 2 < k <= 2 * _BLOCK and rows * k >= TREE_MIN_ELEMENTS:
-        return _max_tree(ctx, x, want_onehot, bits)
+        return (yield from _max_tree(ctx, x, want_onehot, bits))
     if k <= 2 * _BLOCK:
-        return _max_rows(ctx, x, want_onehot, bits)
+        return (yield from _max_rows(ctx, x, want_onehot, bits))
     blocks = -(-k // _BLOCK)
     pad = blocks * _BLOCK - k
     if pad:
@@ -284,12 +314,12 @@ def _max_any(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | No
         m = ctx.config.protocol.cmp_bits if bits is None else int(bits)
         fill = -(1 << (m - 3)) if ctx.rank == 0 else 0
         x = np.concatenate([x, np.full((rows, pad), fill, np.int64)], axis=1)
-    bmax, bhot = _max_rows(ctx, x.reshape(rows * blocks, _BLOCK), want_onehot, bits)
-    mx, top = _max_any(ctx, bmax.reshape(rows, blocks), want_onehot, bits)
+    bmax, bhot = yield from _max_rows(ctx, x.reshape(rows * blocks, _BLOCK), want_onehot, bits)
+    mx, top = yield from _max_any(ctx, bmax.reshape(rows, blocks), want_onehot, bits)
     if not want_onehot:
         return mx, None
     top_b = np.ascontiguousarray(np.repeat(top.reshape(rows * blocks, 1), _BLOCK, axis=1))
-    hm, tm = mask_and_open(ctx, [bhot, top_b], "argmax_combine")
+    hm, tm = yield from mask_and_open(ctx, [bhot, top_b], "argmax_combine")
     hot = mul_masked(ctx, hm, tm).reshape(rows, blocks * _BLOCK)[:, :k]
     return mx, hot
 
@@ -305,7 +335,7 @@ def max_s(ctx: PartyContext, x: np.ndarray, axis: int = -1, return_onehot: bool 
     moved = np.moveaxis(x, axis, -1)
     lead = moved.shape[:-1]
     flat = np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
-    mx, hot = _max_any(ctx, flat, return_onehot, bits)
+    mx, hot = yield from _max_any(ctx, flat, return_onehot, bits)
     mx = mx.reshape(lead)
     if not return_onehot:
         return mx
@@ -313,6 +343,6 @@ def max_s(ctx: PartyContext, x: np.ndarray, axis: int = -1, return_onehot: bool 
     return mx, np.ascontiguousarray(hot)
 
 
-def argmax_s(ctx: PartyContext, x: np.ndarray, axis: int = -1) -> np.ndarray:
+def argmax_s(ctx: PartyContext, x: np.ndarray, axis: int = -1, bits: int | None = None):
     """Integer one-hot shares of the (first) argmax along ``axis``."""
-    return max_s(ctx, x, axis, return_onehot=True)[1]
+    return (yield from max_s(ctx, x, axis, return_onehot=True, bits=bits))[1]

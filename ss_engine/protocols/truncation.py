@@ -28,7 +28,7 @@ import numpy as np
 from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.source import Material
-from .opening import open_many
+from .rounds import open_ring
 
 __all__ = ["trunc_s", "trunc_many_s", "trunc_open_many", "TRUNC_BOUND_BITS", "TruncOpening",
            "trunc_prepare", "trunc_finish"]
@@ -42,8 +42,8 @@ class TruncOpening:
     """A truncation after its opening: result = public + coeff * [r_msb] - [r_hi].
 
     ``public`` (known to both parties) and ``coeff`` come from the opened c; the secret part
-    is linear in the dealer's r_msb and r_hi, which is what lets a fused protocol multiply
-    the result by a pre-opened secret in the same round (see ``protocols.fused``).
+    is linear in the dealer's r_msb and r_hi, which is what lets a product take the result
+    with no opening of its own (see ``protocols.forms``).
     """
 
     public: np.ndarray
@@ -74,23 +74,23 @@ def trunc_finish(material: Material, c: np.ndarray) -> TruncOpening:
 
 
 def trunc_open_many(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
-                    label: str = "trunc") -> list[TruncOpening]:
+                    label: str = "trunc"):
     """Truncate several secrets (each by its own shift) with one opening; the results stay
-    in their public-plus-dealer-items form (see ``protocols.fused.LinearForm``)."""
+    in their public-plus-dealer-items form (``TruncOpening``, see ``protocols.forms``)."""
     shifts = [int(shift)] * len(shares) if np.isscalar(shift) else [int(s) for s in shift]
     if len(shifts) != len(shares):
         raise ValueError("one shift per tensor")
     prepared = [trunc_prepare(ctx, x, f) for x, f in zip(shares, shifts)]
-    opened = open_many(ctx, [c for _, c in prepared], label)
+    opened = yield from open_ring(ctx, [c for _, c in prepared], label)
     return [trunc_finish(m, c) for (m, _), c in zip(prepared, opened)]
 
 
 def trunc_many_s(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],
-                 label: str = "trunc") -> list[np.ndarray]:
+                 label: str = "trunc"):
     """Truncate several secrets (each by its own shift) with one opening."""
-    return [t.share(ctx.rank) for t in trunc_open_many(ctx, shares, shift, label)]
+    return [t.share(ctx.rank) for t in (yield from trunc_open_many(ctx, shares, shift, label))]
 
 
-def trunc_s(ctx: PartyContext, x: np.ndarray, shift: int, label: str = "trunc") -> np.ndarray:
+def trunc_s(ctx: PartyContext, x: np.ndarray, shift: int, label: str = "trunc"):
     """Exact-to-1-ulp truncation of one secret (see module docstring)."""
-    return trunc_many_s(ctx, [x], shift, label)[0]
+    return (yield from trunc_many_s(ctx, [x], shift, label))[0]

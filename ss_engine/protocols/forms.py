@@ -1,0 +1,108 @@
+"""Linear forms: a secret known as public + sum of public coefficients times dealer items.
+
+A truncation result is public + coeff * [r_msb] - [r_hi] (``TruncOpening``), a masked
+opening is X = E + [A] (``MaskedOperand``), a B2A bit is e + (1 - 2e)[rho]: each is linear in
+dealer items.  ``form_mul`` multiplies two such forms with no round at all, the dealer
+supplying [u_i v_j] for every pair of items:
+
+    a * b = Pa Pb + Pa sum_j d_j [v_j] + Pb sum_i c_i [u_i] + sum_ij c_i d_j [u_i v_j].
+
+That one rule is every fused protocol: a truncation times a ReLU bit (forward ``trunc_relu_s``
+and backward), a select by a comparison bit, exp's squarings and the Newton reciprocal's
+products, each costing its truncation round and no opening.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..party import PartyContext
+from ..preprocessing.source import Material
+from .beaver import MaskedOperand
+from .truncation import TruncOpening
+
+__all__ = ["FormTerm", "LinearForm", "form_mul"]
+
+
+def _lead(v, ndim: int):
+    """Align a lower-rank array to the *leading* axes of an ndim-array (a per-row scalar),
+    the broadcasting rule of the dealer's elementwise product."""
+    v = np.asarray(v)
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim)) if 0 < v.ndim < ndim else v
+
+
+@dataclass(frozen=True)
+class FormTerm:
+    """coeff * [material.field]: a public coefficient times a dealer item's shared field."""
+
+    coeff: np.ndarray | np.int64
+    material: Material
+    field: str
+    is_bit: bool = False  # the item is 0/1, so its square is itself (no product needed)
+
+    def value(self) -> np.ndarray:
+        return self.material[self.field]
+
+
+@dataclass(frozen=True)
+class LinearForm:
+    """A secret held as public + sum of FormTerms (see module doc); shape = public's shape."""
+
+    public: np.ndarray
+    terms: tuple[FormTerm, ...]
+
+    @classmethod
+    def of_trunc(cls, t: TruncOpening) -> "LinearForm":
+        return cls(t.public, (FormTerm(t.coeff, t.material, "r_msb", is_bit=True),
+                              FormTerm(np.int64(-1), t.material, "r_hi")))
+
+    @classmethod
+    def of_masked(cls, x: MaskedOperand) -> "LinearForm":
+        return cls(x.masked, (FormTerm(np.int64(1), x.mask, "a"),))
+
+    def affine(self, scale: int, offset: int | np.ndarray = 0) -> "LinearForm":
+        """scale * self + offset for public integers (ring units)."""
+        k = np.int64(scale)
+        return LinearForm(self.public * k + np.int64(offset) if np.isscalar(offset) else
+                          self.public * k + np.asarray(offset, np.int64),
+                          tuple(FormTerm(t.coeff * k, t.material, t.field, t.is_bit) for t in self.terms))
+
+    def share(self, rank: int) -> np.ndarray:
+        nd = self.public.ndim
+        out = self.public.copy() if rank == 0 else np.zeros_like(self.public)
+        for t in self.terms:
+            out += _lead(t.coeff, nd) * _lead(t.value(), nd)
+        return out
+
+
+def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
+    """This party's share of a * b, untruncated; b is aligned to a's leading axes.
+
+    a * b = Pa Pb + Pa sum_j d_j [v_j] + Pb sum_i c_i [u_i] + sum_ij c_i d_j [u_i v_j].
+    Rounds: 0.  Dealer: one product item per pair of terms; a square (``a is b``) asks each
+    unordered pair once and takes [u u] = [u] for a 0/1 item.
+    """
+    nd = a.public.ndim
+    square = a is b
+    pb = _lead(b.public, nd)
+    out = a.public * pb if ctx.rank == 0 else np.zeros(np.broadcast_shapes(a.public.shape, pb.shape),
+                                                        dtype=np.int64)
+    for t in b.terms:
+        out += a.public * (_lead(t.coeff, nd) * _lead(t.value(), nd))
+    for t in a.terms:
+        out += pb * (_lead(t.coeff, nd) * _lead(t.value(), nd))
+    for i, ta in enumerate(a.terms):
+        for j, tb in enumerate(b.terms):
+            if square and j < i:
+                continue
+            weight = _lead(ta.coeff, nd) * _lead(tb.coeff, nd)
+            if square and i != j:
+                weight = weight * np.int64(2)
+            if square and i == j and ta.is_bit:
+                uv = _lead(ta.value(), nd)
+            else:
+                uv = ctx.source.product("mul", ta.material.ref(ta.field), tb.material.ref(tb.field),
+                                        out.shape)["c"]
+            out += weight * uv
+    return out

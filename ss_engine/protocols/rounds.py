@@ -1,0 +1,333 @@
+"""Protocols as SPMD coroutines, and the per-party scheduler that merges their rounds.
+
+A protocol is a generator function.  Each communication round is a ``yield`` of a typed
+request, and the value sent back is what the round opened::
+
+    e, f = yield from open_ring(ctx, [x - a, y - b], "beaver")
+
+Requests: ``OpenRing`` (additive opening of int64 ring arrays), ``OpenWords`` (XOR opening of
+bit-packed uint64 words), ``Reveal`` (open to one party only; the other gets None).  Dealer
+material stays a synchronous call on ``ctx.source``: it never waits on the peer.
+Sub-protocols compose with ``yield from``; ``spawn(coroutine)`` starts a concurrent task and
+returns its handle at once, ``join(handle)`` waits for its result, ``gather(*coroutines)``
+does both for several.
+
+The scheduler (``Scheduler.run``, one per party and step) advances every runnable task until
+it blocks on a request or finishes, then sends *all* pending requests of all tasks in ONE
+channel message per direction, and hands each task its part of the reply.  Independent work
+therefore shares rounds automatically: a request goes out in the first round after the data
+it depends on exists (as soon as possible, i.e. merged by dependency depth, what MP-SPDZ's
+compiler merger and SPU's vectoriser do), and no protocol or layer names rounds or defers
+openings by hand.  Tasks run in a fixed order (spawn order, then request order), and
+nothing in the scheduler looks at a value, so both parties issue the same requests and fetch
+the same material in the same order (their sequence numbers agree) and no branch depends on
+a secret.
+
+The *plan* of a run (``StepPlan``): every round's message layout (request kind, label,
+target and the dtype and shape of every array) and every material item fetched, with the
+number of items fetched before each round.  A training step's plan is the same every step
+(``tests/test_schedule.py`` records two consecutive steps and compares them), which is what
+a trace-once / replay engine and a dealer that works ahead rely on.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from types import GeneratorType
+from typing import Any, Generator, Sequence
+
+import numpy as np
+
+from ..party import PartyContext
+from ..preprocessing.specs import shift_spec
+
+__all__ = ["OpenRing", "OpenWords", "Reveal", "Spawn", "Join", "Task", "open_ring", "open_xor",
+           "reveal_to", "spawn", "join", "gather", "resolve", "Scheduler", "run", "StepPlan",
+           "RoundLayout"]
+
+Coroutine = Generator[Any, Any, Any]
+
+
+class _Request:
+    """A communication request: what this party sends and how the reply is combined.
+    ``to`` is None when both parties send, else the one party that receives."""
+
+    __slots__ = ("arrays", "label", "to")
+    kind = ""
+
+    def __init__(self, arrays: list[np.ndarray], label: str, to: int | None = None) -> None:
+        self.arrays, self.label, self.to = arrays, label, to
+
+    def combine(self, mine: list[np.ndarray], theirs: list[np.ndarray] | None):
+        raise NotImplementedError
+
+    def layout(self) -> tuple:
+        return (self.kind, self.label, self.to, tuple((a.dtype.str, a.shape) for a in self.arrays))
+
+
+class OpenRing(_Request):
+    """Open int64 ring arrays: both parties send their shares; each gets the sums."""
+
+    __slots__ = ()
+    kind = "ring"
+
+    def combine(self, mine, theirs):
+        return [m + t for m, t in zip(mine, theirs)]
+
+
+class OpenWords(_Request):
+    """Open XOR-shared uint64 words: both parties send; each gets the XORs."""
+
+    __slots__ = ()
+    kind = "words"
+
+    def combine(self, mine, theirs):
+        return [m ^ t for m, t in zip(mine, theirs)]
+
+
+class Reveal(_Request):
+    """Open int64 arrays to party ``to`` only: the other party sends, ``to`` gets the sums,
+    the other gets None."""
+
+    __slots__ = ()
+    kind = "reveal"
+
+    def combine(self, mine, theirs):
+        return None if theirs is None else [m + t for m, t in zip(mine, theirs)]
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Start ``coroutine`` as a concurrent task; the yield returns its ``Task`` handle."""
+
+    coroutine: Coroutine
+
+
+@dataclass(frozen=True)
+class Join:
+    """Wait for a task; the yield returns its result."""
+
+    task: "Task"
+
+
+class Task:
+    """A handle on a spawned coroutine (see ``join``)."""
+
+    __slots__ = ("gen", "done", "result", "waiters")
+
+    def __init__(self, gen: Coroutine) -> None:
+        self.gen, self.done, self.result, self.waiters = gen, False, None, []
+
+    def __bool__(self):
+        raise TypeError("a task handle has no truth value; join it")
+
+
+# -- what protocols write ---------------------------------------------------------------------
+def open_ring(ctx: PartyContext, arrays: Sequence[np.ndarray], label: str = "open"):
+    """Open int64 ring arrays in this round.  Rounds: 1 (shared with whatever else is
+    pending).  Bytes sent per party: 8 per element."""
+    arrays = [np.ascontiguousarray(a, dtype=np.int64) for a in arrays]
+    if not arrays:
+        return []
+    return (yield OpenRing(arrays, label))
+
+
+def open_xor(ctx: PartyContext, words: Sequence[np.ndarray], label: str = "open_words"):
+    """Open XOR-shared uint64 words in this round.  Bytes per party: 8 per word."""
+    words = [np.ascontiguousarray(w, dtype=np.uint64) for w in words]
+    if not words:
+        return []
+    return (yield OpenWords(words, label))
+
+
+def reveal_to(ctx: PartyContext, arrays: Sequence[np.ndarray], to: int, label: str = "reveal"):
+    """Open int64 arrays to party ``to`` only (one-way); the other party gets None."""
+    if to not in (0, 1):
+        raise ValueError("reveal target must be party 0 or 1")
+    arrays = [np.ascontiguousarray(a, dtype=np.int64) for a in arrays]
+    return (yield Reveal(arrays, label, to))
+
+
+def spawn(coroutine: Coroutine):
+    """Start a concurrent task (no round); returns its handle."""
+    return (yield Spawn(coroutine))
+
+
+def join(task: Task):
+    """Wait for ``task`` and return its result."""
+    return (yield Join(task))
+
+
+def gather(*coroutines: Coroutine):
+    """Run several coroutines concurrently (their rounds merge); returns their results."""
+    tasks = []
+    for c in coroutines:
+        tasks.append((yield Spawn(c)))
+    results = []
+    for t in tasks:
+        results.append((yield Join(t)))
+    return results
+
+
+def resolve(value):
+    """``yield from resolve(v)``: the result of v if it is a coroutine, else v itself (so a
+    purely local layer or loss may be a plain function)."""
+    if isinstance(value, GeneratorType):
+        return (yield from value)
+    return value
+
+
+# -- the plan ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoundLayout:
+    """One round: every request's (kind, label, target, ((dtype, shape), ...)) in message
+    order, and how many material items the party had fetched before it (this run's count)."""
+
+    requests: tuple
+    items_before: int
+
+
+@dataclass
+class StepPlan:
+    """What one run (a training step) did, in order: its rounds and its material items."""
+
+    rounds: list[RoundLayout] = field(default_factory=list)
+    material: list[tuple] = field(default_factory=list)   # (seq, MaterialSpec)
+
+    def normalized(self) -> tuple:
+        """The plan with sequence numbers counted from the run's first item, so plans of
+        two steps compare equal exactly when they did the same thing."""
+        if not self.material:
+            return (tuple(self.rounds), ())
+        base = self.material[0][0]
+        return (tuple(self.rounds),
+                tuple((seq - base, shift_spec(spec, -base, base)) for seq, spec in self.material))
+
+    @property
+    def bytes_sent(self) -> dict[int, int]:
+        """Bytes each party sends over the run, by rank, from the layouts alone."""
+        out = {0: 0, 1: 0}
+        for rnd in self.rounds:
+            for _, _, to, arrays in rnd.requests:
+                n = sum(int(np.dtype(dt).itemsize) * int(np.prod(shape, dtype=np.int64))
+                        for dt, shape in arrays)
+                for rank in (0, 1):
+                    if rank != to:
+                        out[rank] += n
+        return out
+
+
+# -- the scheduler ----------------------------------------------------------------------------
+class Scheduler:
+    """Runs coroutines for one party, one channel message per direction per round."""
+
+    def __init__(self, ctx: PartyContext, plan: StepPlan | None = None) -> None:
+        self.ctx, self.plan = ctx, plan
+
+    def run(self, main: Coroutine):
+        """Drive ``main`` and every task it spawns to completion; return main's result."""
+        plan = self.plan
+        if plan is not None:
+            self.ctx.source.record(plan.material)
+        try:
+            return self._run(main)
+        finally:
+            if plan is not None:
+                self.ctx.source.record(None)
+
+    def _run(self, main: Coroutine):
+        root = Task(main)
+        tasks = [root]
+        ready: deque = deque([(root, None)])
+        pending: list[tuple[Task, _Request]] = []
+        while True:
+            while ready:
+                task, value = ready.popleft()
+                self._advance(task, value, ready, pending, tasks)
+            if not pending:
+                break
+            replies = self._round(pending)
+            ready.extend((task, r) for (task, _), r in zip(pending, replies))
+            pending = []
+        stuck = [t for t in tasks if not t.done]
+        if stuck:
+            raise RuntimeError(f"{len(stuck)} task(s) wait on each other and can never finish")
+        return root.result
+
+    @staticmethod
+    def _advance(task: Task, value, ready: deque, pending: list, tasks: list) -> None:
+        gen = task.gen
+        while True:
+            try:
+                req = gen.send(value)
+            except StopIteration as stop:
+                task.done, task.result = True, stop.value
+                ready.extend((w, stop.value) for w in task.waiters)
+                task.waiters = []
+                return
+            if isinstance(req, _Request):
+                pending.append((task, req))
+                return
+            if isinstance(req, Spawn):
+                child = Task(req.coroutine)
+                tasks.append(child)
+                ready.append((child, None))
+                value = child
+            elif isinstance(req, Join):
+                if req.task.done:
+                    value = req.task.result
+                else:
+                    req.task.waiters.append(task)
+                    return
+            else:
+                raise TypeError(f"a protocol yielded {type(req).__name__}, not a round request")
+
+    def _round(self, pending: list) -> list:
+        rank = self.ctx.rank
+        peer = 1 - rank
+        out: list[np.ndarray] = []
+        labels: list[str] = []
+        i_send = peer_sends = False
+        for _, req in pending:
+            if req.to != rank:
+                out += req.arrays
+                i_send = True
+            if req.to != peer:
+                peer_sends = True
+            if req.label not in labels:
+                labels.append(req.label)
+        label = "+".join(labels)
+        if self.plan is not None:
+            self.plan.rounds.append(RoundLayout(tuple(req.layout() for _, req in pending),
+                                                len(self.plan.material)))
+        ch = self.ctx.channel
+        if i_send and peer_sends:
+            theirs = ch.exchange(out, label)
+        elif i_send:
+            ch.send_only(out, label)
+            theirs = []
+        else:
+            theirs = ch.recv_only(label)
+        replies, pos = [], 0
+        for _, req in pending:
+            got = None
+            if req.to != peer:  # the peer sent this request's arrays
+                mine = req.arrays
+                got = theirs[pos:pos + len(mine)]
+                pos += len(mine)
+                if len(got) != len(mine):
+                    raise ValueError("peer opened arrays of a different structure")
+                for t, m in zip(got, mine):
+                    if t.shape != m.shape or t.dtype != m.dtype:
+                        raise ValueError("peer opened arrays of a different structure")
+            replies.append(req.combine(req.arrays, got))
+        if pos != len(theirs):
+            raise ValueError("peer opened arrays of a different structure")
+        return replies
+
+
+def run(ctx: PartyContext, value, plan: StepPlan | None = None):
+    """The result of ``value``: driven by a scheduler if it is a coroutine, else itself."""
+    if isinstance(value, GeneratorType):
+        return Scheduler(ctx, plan).run(value)
+    return value

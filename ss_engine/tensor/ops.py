@@ -1,0 +1,303 @@
+"""Secure operations on SharedTensors, as coroutines: ``z = yield from mul(x, y)``.
+
+Every op here is scale-aware (``SharedTensor.frac_bits``) and opens as little as the
+values allow; what a round costs is decided by these rules and by the scheduler
+(``protocols.rounds``), never by the caller:
+  * Products return *untruncated* results (scale sx + sy).  An operand must be at scale f
+    or below (0 for an integer): a larger scale is truncated first, once (the result is
+    cached on the value), in the same message that opens the product's other operands.
+  * ``mul`` (elementwise; a lower-rank y aligns to x's leading axes) uses an operand's
+    linear form where it has one (a truncation result, a ReLU or comparison bit): no
+    opening.  Other operands are masked and opened in one message.  So dy(2f) * bit is the
+    fused truncate-and-multiply: one round, no opening of the bit.
+  * ``matmul``/``conv2d`` (bilinear) open each operand once, in its own shape, and keep the
+    opening on the value: the layer input X serves forward and X^T dY, the weights W
+    forward and dY W, dY both gradients: exactly the Beaver bound of bytes.
+  * Nonlinear ops take any scale: ``relu`` of an untruncated product truncates and compares
+    in one opening; comparisons (``drelu``, ``lt``, ``max``) widen their ring by the extra
+    bits; ``exp``/``softmax`` fold the truncation into their first step.
+
+Op        rounds (m = 64)             result scale
+mul       0 with forms, else 1        sx + sy
+matmul    1 (0 if both opened)        sx + sy      (+1 per operand above f)
+conv2d    1 (0 if both opened)        sx + sw
+truncate  1                            f
+relu      7 (1 + 5 + 1)                min(s, f); bit: 0
+drelu/lt  7                            0
+max       11 for k = 10, all pairs     s            (tournament from 2^14 values)
+argmax    11 for k = 10                0 (one-hot)
+exp       1 + n (n = 8)                f
+reciprocal 1 + 2 k (Newton steps)      f
+softmax   30 for 10 classes            f
+reveal    1                            floats
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .. import kernels
+from ..protocols.beaver import conv_masked, conv_out_shape, product_share
+from ..protocols.compare import drelu_form_s, lt_form_s, max_s, relu_form_s
+from ..protocols.forms import LinearForm, form_mul
+from ..protocols.fused import trunc_mask_open_s, trunc_relu_form_s
+from ..protocols.nonlinear import exp_form_s, recip_form_s, softmax_form_s
+from ..protocols.opening import reveal_s
+from ..protocols.truncation import trunc_open_many
+from .value import SharedTensor
+
+__all__ = ["mul", "matmul", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "truncate",
+           "truncate_all", "relu", "drelu", "lt", "max", "argmax", "max_argmax", "exp",
+           "reciprocal", "softmax", "reveal"]
+
+
+def _same_party(*ts: SharedTensor):
+    ctx = ts[0].ctx
+    if any(t.ctx is not ctx for t in ts):
+        raise ValueError("shares of different parties cannot be combined")
+    return ctx
+
+
+def _unique(ts):
+    seen, out = set(), []
+    for t in ts:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+def _cmp_bits(ctx, scale: int, base: int | None = None) -> int:
+    """A comparison ring for values at ``scale``: the configured one, widened by the bits
+    above f (so the documented real-valued bound holds at any scale)."""
+    m = ctx.config.protocol.cmp_bits if base is None else int(base)
+    return builtins.min(64, m + builtins.max(0, scale - ctx.frac_bits))
+
+
+# -- truncation -------------------------------------------------------------------------------
+def truncate_all(xs):
+    """Every x at scale f (those above truncated, all in one message; exact to 1 ulp).
+    Rounds: 1 (0 if none is above f).  Bytes per party: 8 per truncated element."""
+    ctx = _same_party(*xs)
+    f = ctx.frac_bits
+    todo = [x for x in _unique(xs) if x.frac_bits > f and x.truncated is None]
+    if todo:
+        opened = yield from trunc_open_many(ctx, [x.share.ravel() for x in todo],
+                                            [x.frac_bits - f for x in todo], "trunc")
+        for x, t in zip(todo, opened):
+            x.truncated = SharedTensor.of_form(ctx, LinearForm.of_trunc(t), x.shape, f)
+    return [x.truncated if x.frac_bits > f else x for x in xs]
+
+
+def truncate(x):
+    """x at scale f (see ``truncate_all``)."""
+    return (yield from truncate_all([x]))[0]
+
+
+# -- products ---------------------------------------------------------------------------------
+def _form_in(t: SharedTensor, shape: tuple) -> LinearForm | None:
+    """t as a linear form laid out in ``shape`` (flat or t's own), if it has one."""
+    if t.form is not None and t.form.public.shape == shape:
+        return t.form
+    if t.opened is not None and t.opened.shape == shape:
+        return LinearForm.of_masked(t.opened)
+    return None
+
+
+def mul(x: SharedTensor, y: SharedTensor):
+    """Elementwise x * y, untruncated (scale sx + sy); y of x's shape or aligned to x's
+    leading axes (a per-row factor).  Rounds: 0 if both have linear forms, else 1."""
+    ctx = _same_party(x, y)
+    f = ctx.frac_bits
+    srcs = {id(t): t if t.frac_bits <= f or t.truncated is None else t.truncated for t in (x, y)}
+    if x.shape == y.shape:
+        # forms on values are flat; two values opened in their own shape multiply as they are
+        own = x.ndim > 1 and all(srcs[id(t)].opened is not None for t in (x, y))
+        layout = {id(t): t.shape if own else (t.size,) for t in (x, y)}
+    elif x.shape[:y.ndim] == y.shape:
+        layout = {id(x): x.shape, id(y): y.shape}
+    else:
+        raise ValueError(f"mul operands do not align: {x.shape} * {y.shape}")
+    forms, truncs, opens = {}, [], []
+    for t in _unique([x, y]):
+        src, shape = srcs[id(t)], layout[id(t)]
+        form = _form_in(src, shape)
+        if form is not None:
+            forms[id(t)] = form
+        elif src.frac_bits > f:
+            truncs.append(t)
+        else:
+            opens.append((t, src))
+    if truncs or opens:
+        tres, mres = yield from trunc_mask_open_s(
+            ctx, [(t.share.reshape(layout[id(t)]), t.frac_bits - f) for t in truncs],
+            [src.share.reshape(layout[id(t)]) for t, src in opens])
+        for t, tr in zip(truncs, tres):
+            forms[id(t)] = form = LinearForm.of_trunc(tr)
+            srcs[id(t)] = SharedTensor.of_form(ctx, form, t.shape, f) if form.public.ndim == 1 \
+                else SharedTensor(ctx, form.share(ctx.rank), f)
+            t.truncated = srcs[id(t)]
+        for (t, src), mo in zip(opens, mres):
+            forms[id(t)] = LinearForm.of_masked(mo)
+            if mo.shape == src.shape:
+                src.opened = mo
+            elif src.form is None:
+                src.form = forms[id(t)]
+    z = form_mul(ctx, forms[id(x)], forms[id(y)])
+    return SharedTensor(ctx, z.reshape(x.shape), srcs[id(x)].frac_bits + srcs[id(y)].frac_bits)
+
+
+def _bilinear_operands(*ts: SharedTensor):
+    """Each operand's masked opening in its own shape (at scale <= f), opened once and
+    kept; operands above f are truncated first (one more round)."""
+    ctx = _same_party(*ts)
+    f = ctx.frac_bits
+    uniq = _unique(ts)
+    truncs = [t for t in uniq if t.frac_bits > f and t.truncated is None]
+    opens = [t for t in uniq if t.frac_bits <= f and t.opened is None]
+    if truncs or opens:
+        tres, mres = yield from trunc_mask_open_s(
+            ctx, [(t.share.ravel(), t.frac_bits - f) for t in truncs], [t.share for t in opens])
+        for t, tr in zip(truncs, tres):
+            t.truncated = SharedTensor.of_form(ctx, LinearForm.of_trunc(tr), t.shape, f)
+        for t, mo in zip(opens, mres):
+            t.opened = mo
+    srcs = [t.truncated if t.frac_bits > f else t for t in ts]
+    late = [s for s in _unique(srcs) if s.opened is None]
+    if late:
+        _, mres = yield from trunc_mask_open_s(ctx, [], [s.share for s in late])
+        for s, mo in zip(late, mres):
+            s.opened = mo
+    return srcs
+
+
+def matmul(x: SharedTensor, y: SharedTensor, *, transpose_left: bool = False,
+           transpose_right: bool = False):
+    """op(x) @ op(y) (optional transposes, leading axes batched), untruncated.  Rounds: 1
+    to open what is not yet open (0 if both are).  Bytes per party: 8 per element opened."""
+    xs = x.shape[-2:][::-1] if transpose_left else x.shape[-2:]
+    ys = y.shape[-2:][::-1] if transpose_right else y.shape[-2:]
+    if x.ndim < 2 or y.ndim < 2 or xs[1] != ys[0]:
+        raise ValueError(f"matmul shapes do not chain: {x.shape} @ {y.shape} "
+                         f"(transposes {transpose_left}, {transpose_right})")
+    a, b = yield from _bilinear_operands(x, y)
+    z = product_share(x.ctx, "matmul", a.opened, b.opened, transpose_left=transpose_left,
+                      transpose_right=transpose_right)
+    return SharedTensor(x.ctx, z, a.frac_bits + b.frac_bits)
+
+
+def conv2d(x: SharedTensor, w: SharedTensor, stride: int = 1, padding: int = 0):
+    """2-D convolution (N,C,H,W) * (O,C,kh,kw) -> (N,O,OH,OW), untruncated; the image (not
+    its im2col columns) is what is opened.  Rounds: 1 (0 if both are open)."""
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"conv2d wants (N,C,H,W) and (O,C,kh,kw), got {x.shape}, {w.shape}")
+    conv_out_shape(x.shape, w.shape, stride, padding)
+    a, b = yield from _bilinear_operands(x, w)
+    return SharedTensor(x.ctx, conv_masked(x.ctx, a.opened, b.opened, stride, padding),
+                        a.frac_bits + b.frac_bits)
+
+
+def conv2d_weight_grad(dy_cols: SharedTensor, x: SharedTensor, w_shape: tuple, stride: int = 1,
+                       padding: int = 0):
+    """dW (O,C,kh,kw) of a convolution from dY as columns (N*OH*OW, O) and its input x
+    (x's opening from forward is reused).  Rounds: 1 to open dY (0 if open)."""
+    g, a = yield from _bilinear_operands(dy_cols, x)
+    conv = (w_shape[2], w_shape[3], int(stride), int(padding))
+    z = product_share(x.ctx, "conv_wgrad", g.opened, a.opened, conv=conv)
+    return SharedTensor(x.ctx, z.reshape(w_shape), g.frac_bits + a.frac_bits)
+
+
+def conv2d_input_grad(dy_cols: SharedTensor, w: SharedTensor, x_shape: tuple, stride: int = 1,
+                      padding: int = 0):
+    """dX (N,C,H,W) of a convolution from dY as columns and the weights (both openings
+    reused when they exist).  Rounds: 1 to open what is not open."""
+    g, b = yield from _bilinear_operands(dy_cols, w)
+    kh, kw = w.shape[2], w.shape[3]
+    dcols = product_share(w.ctx, "conv_dgrad", g.opened, b.opened)
+    return SharedTensor(w.ctx, kernels.col2im(dcols, x_shape, kh, kw, int(stride), int(padding)),
+                        g.frac_bits + b.frac_bits)
+
+
+# -- comparisons ------------------------------------------------------------------------------
+def relu(x: SharedTensor):
+    """(max(x, 0), [x >= 0] as an integer bit with a linear form).  Above f, the truncation
+    to f and the comparison share one opening (``trunc_relu_s``).  Rounds: 7 (m = 64)."""
+    ctx, f = x.ctx, x.ctx.frac_bits
+    if x.frac_bits > f:
+        y, bit, t = yield from trunc_relu_form_s(ctx, x.share, x.frac_bits - f)
+        if x.truncated is None:
+            x.truncated = SharedTensor.of_form(ctx, t, x.shape, f)
+        out = SharedTensor(ctx, y, f)
+    else:
+        y, bit = yield from relu_form_s(ctx, x.share, x_form=_form_in(x, (x.size,)))
+        out = SharedTensor(ctx, y, x.frac_bits)
+    return out, SharedTensor.of_form(ctx, bit, x.shape, 0)
+
+
+def drelu(x: SharedTensor):
+    """[x >= 0] as an integer bit (with a linear form).  Rounds: 7 (m = 64)."""
+    bit = yield from drelu_form_s(x.ctx, x.share, bits=_cmp_bits(x.ctx, x.frac_bits))
+    return SharedTensor.of_form(x.ctx, bit, x.shape, 0)
+
+
+def lt(x: SharedTensor, y: SharedTensor):
+    """[x < y] as an integer bit; exact while |x - y| < 2^(m-1) raw units at f.  Rounds: 7."""
+    a, b, s = x._aligned(y)
+    bit = yield from lt_form_s(x.ctx, a, b, bits=_cmp_bits(x.ctx, s))
+    return SharedTensor.of_form(x.ctx, bit, np.broadcast_shapes(a.shape, b.shape), 0)
+
+
+def max_argmax(x: SharedTensor, axis: int = -1, bits: int | None = None):
+    """(max along ``axis`` at x's scale, the first maximal index as an integer one-hot);
+    comparisons in Z_2^m, m = (``bits`` or ``cmp_bits``) widened by the bits above f."""
+    m, hot = yield from max_s(x.ctx, x.share, axis, return_onehot=True,
+                              bits=_cmp_bits(x.ctx, x.frac_bits, bits))
+    return SharedTensor(x.ctx, m, x.frac_bits), SharedTensor(x.ctx, hot, 0)
+
+
+def max(x: SharedTensor, axis: int = -1, bits: int | None = None):  # noqa: A001 - the op's name
+    """Maximum along ``axis`` at x's scale (see ``max_argmax``)."""
+    m = yield from max_s(x.ctx, x.share, axis, bits=_cmp_bits(x.ctx, x.frac_bits, bits))
+    return SharedTensor(x.ctx, m, x.frac_bits)
+
+
+def argmax(x: SharedTensor, axis: int = -1, bits: int | None = None):
+    """The first maximal index along ``axis`` as an integer one-hot (see ``max_argmax``)."""
+    return (yield from max_argmax(x, axis, bits))[1]
+
+
+# -- exp, reciprocal, softmax -----------------------------------------------------------------
+def _at_least_f(x: SharedTensor) -> SharedTensor:
+    return x.lift(x.ctx.frac_bits) if x.frac_bits < x.ctx.frac_bits else x
+
+
+def exp(x: SharedTensor):
+    """exp(x) for x in [-2^n, 0] (n = ``exp_iterations``), at f; an input above f is
+    truncated in the first step.  Rounds: 1 + n."""
+    x = _at_least_f(x)
+    form = yield from exp_form_s(x.ctx, x.share.ravel(), x.frac_bits)
+    return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)
+
+
+def reciprocal(x: SharedTensor, lo: float, hi: float, precision_bits: int | None = None):
+    """1/x for x in the public interval [lo, hi], 0 < lo < hi (Newton-Raphson), at f.
+    Rounds: 1 + 2 k (+1 if x is above f)."""
+    x = yield from truncate(_at_least_f(x))
+    form = yield from recip_form_s(x.ctx, x.share.ravel(), lo, hi, precision_bits)
+    return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)
+
+
+def softmax(x: SharedTensor):
+    """Softmax along the last axis (max-subtracted), at f, from x at any scale >= f.
+    Rounds: 30 for 10 classes."""
+    x = _at_least_f(x)
+    form = yield from softmax_form_s(x.ctx, x.share, x.frac_bits)
+    return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)
+
+
+def reveal(x: SharedTensor, to: int | None = None):
+    """Open x to both parties (``to=None``) or to party ``to`` only: decoded reals at x's
+    scale on the parties that learn it, None on the other.  Rounds: 1."""
+    v = yield from reveal_s(x.ctx, x.share, to)
+    return None if v is None else x.decode(v)
