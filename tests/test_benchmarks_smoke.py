@@ -29,6 +29,7 @@ def test_train_section_writes_json(tmp_path):
                 "peer_wait_fraction", "dealer_wait_fraction", "dealer_bytes_per_step", "by_label_per_step"):
         assert key in s
     assert s["steps"] == 2 and s["step_seconds"]["n"] == 2
+    assert len(s["cpu_seconds_per_step"]) == 2 and all(0 < c for c in s["cpu_seconds_per_step"])
     assert s["samples_per_second"] == pytest.approx(B / s["seconds_per_step"])
     # the per-label split adds up to the totals, and both parties send the same amount
     assert sum(v["rounds"] for v in s["by_label_per_step"].values()) == s["rounds_per_step"]

@@ -11,9 +11,9 @@ from hypothesis import given, strategies as st
 
 from ss_engine.encoding import decode, encode
 from ss_engine.nn import SGD, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU
-from ss_engine.nn.module import Parameter
+from ss_engine.nn.module import Module, Parameter
 from ss_engine.protocols.rounds import resolve
-from ss_engine.tensor import SharedTensor
+from ss_engine.tensor import SharedTensor, ops
 
 from .conftest import make_runtime
 
@@ -174,3 +174,27 @@ def test_sgd_takes_untruncated_weight_gradients_where_the_bound_allows(f):
 
 def q_f(x, f):
     return decode(encode(x, f), f)
+
+
+class Square(Module):
+    """A layer a user adds: x^2, written with the secure ops only (no rounds, openings or
+    truncations named)."""
+
+    def forward(self, x):
+        self._x = x
+        return (yield from ops.mul(x, x))
+
+    def backward(self, dy, need_input_grad=True):
+        return (yield from ops.mul(dy, self._x)) * 2
+
+
+def test_a_new_layer_needs_no_knowledge_of_rounds():
+    rng = np.random.default_rng(11)
+    x, dy = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    rt = make_runtime()
+    y, dx, _ = run_layer(rt, lambda p: Square(), x, dy, {})
+    ry, rdx, _ = torch_ref(lambda x: x * x, x, dy, {})
+    assert np.abs(y - ry).max() <= 2 * ULP and np.abs(dx - rdx).max() <= 4 * ULP
+    # forward opens x once (the square's one mask), backward reuses it and opens only dy
+    s = rt.contexts[0].channel.stats
+    assert (s.rounds, s.bytes_sent) == (2, 8 * (x.size + dy.size))
