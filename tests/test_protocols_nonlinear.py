@@ -60,3 +60,20 @@ def test_softmax_rounds_for_ten_classes():
     assert np.abs(p - ref / ref.sum(1, keepdims=True)).max() <= 4e-3
     # max 11 + exp 1 + 8 + reciprocal 1 + 2 * 4 + final truncation 1 (module docstring)
     assert rt.contexts[0].channel.stats.rounds == 30
+
+
+@pytest.mark.parametrize("cmp_bits", [64, 40])
+def test_softmax_of_untruncated_logits(cmp_bits):
+    """Logits at 2f (a Linear output, not truncated): the max compares in a ring widened by
+    f bits and exp's first step truncates by n + f; same accuracy, same 30 rounds.  With a
+    40-bit ring, differences up to 240 real units exceed 2^39 raw units at 2f: only the
+    widening keeps them exact."""
+    rng = np.random.default_rng(cmp_bits)
+    z = rng.uniform(-120, 120, (12, 10))
+    z[:, 0], z[:, 1] = 120.0, -120.0
+    rt = make_runtime(cmp_bits=cmp_bits)
+    raw = rt.share_ring(np.rint(z * 2.0 ** 32).astype(np.int64))
+    p = opened(rt.run_same(lambda c, v: P.softmax_s(c, v, scale=32), raw), 16)
+    ref = np.exp(z - z.max(1, keepdims=True))
+    assert np.abs(p - ref / ref.sum(1, keepdims=True)).max() <= 4e-3
+    assert rt.contexts[0].channel.stats.rounds == 30

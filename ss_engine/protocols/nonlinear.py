@@ -115,8 +115,11 @@ def softmax_form_s(ctx: PartyContext, z: np.ndarray, scale: int | None = None):
     """Softmax along the last axis as a flat ``LinearForm`` (a truncation result) at f bits."""
     z = np.asarray(z, dtype=np.int64)
     k = z.shape[-1]
-    m = yield from max_s(ctx, z, axis=-1)
-    e = yield from exp_form_s(ctx, z - m[..., None], scale)
+    sc = _scale(ctx, scale)
+    # compare in a ring widened by the bits above f: the documented bound holds at any scale
+    m = yield from max_s(ctx, z, axis=-1,
+                         bits=min(64, ctx.config.protocol.cmp_bits + sc - ctx.frac_bits))
+    e = yield from exp_form_s(ctx, z - m[..., None], sc)
     s = e.share(ctx.rank).sum(axis=-1)
     # the max term is exactly (1 + 0)^(2^n) = 1 and every term is >= 0 and <= 1 (+1 ulp),
     # so s lies in [1, k]; 14 bits of relative precision are ample for a gradient
