@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ss_engine import protocols as P
+from ss_engine.description import init_params
 from ss_engine.encoding import encode
 from ss_engine.job import TrainJob
-from ss_engine.description import init_params
 from ss_engine.nn import StepHooks
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.protocols.rounds import StepPlan, gather, join, reveal_to, spawn
