@@ -18,6 +18,8 @@ __all__ = ["Channel", "ChannelStats", "ChannelClosed", "ChannelTimeout", "valida
 
 #: dtypes that may cross a channel; anything else is a programming error or an attack.
 ALLOWED_DTYPES = frozenset({"int64", "uint64", "uint32", "int32", "uint8"})
+# the same as dtype objects: ``dtype.name`` is computed in Python, ~2 us per array per round
+_ALLOWED = frozenset(np.dtype(n) for n in ALLOWED_DTYPES)
 
 
 class ChannelClosed(ConnectionError):
@@ -62,7 +64,7 @@ def validate_arrays(arrays) -> list[np.ndarray]:
     for a in arrays:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"channel payloads must be numpy arrays, got {type(a).__name__}")
-        if a.dtype.name not in ALLOWED_DTYPES:
+        if a.dtype not in _ALLOWED:
             raise TypeError(f"dtype {a.dtype} may not cross a channel")
         out.append(np.ascontiguousarray(a))
     return out

@@ -58,7 +58,7 @@ class _Request:
     def __init__(self, arrays: list[np.ndarray], label: str, to: int | None = None) -> None:
         self.arrays, self.label, self.to = arrays, label, to
 
-    def combine(self, mine: list[np.ndarray], theirs: list[np.ndarray] | None):
+    def combine(self, mine: list[np.ndarray], theirs: list[np.ndarray]):
         raise NotImplementedError
 
     def layout(self) -> tuple:
@@ -93,7 +93,7 @@ class Reveal(_Request):
     kind = "reveal"
 
     def combine(self, mine, theirs):
-        return None if theirs is None else [m + t for m, t in zip(mine, theirs)]
+        return [m + t for m, t in zip(mine, theirs)]
 
 
 @dataclass(frozen=True)
@@ -239,34 +239,36 @@ class Scheduler:
         root = Task(main)
         tasks = [root]
         ready: deque = deque([(root, None)])
-        pending: list[tuple[Task, _Request]] = []
+        waiting: list[Task] = []          # the tasks whose requests go out this round,
+        requests: list[_Request] = []     # in the order they were made
+        advance = self._advance
         while True:
             while ready:
                 task, value = ready.popleft()
-                self._advance(task, value, ready, pending, tasks)
-            if not pending:
+                advance(task, value, ready, waiting, requests, tasks)
+            if not requests:
                 break
-            replies = self._round(pending)
-            ready.extend((task, r) for (task, _), r in zip(pending, replies))
-            pending = []
+            ready.extend(zip(waiting, self._round(requests)))
+            waiting, requests = [], []
         stuck = [t for t in tasks if not t.done]
         if stuck:
             raise RuntimeError(f"{len(stuck)} task(s) wait on each other and can never finish")
         return root.result
 
     @staticmethod
-    def _advance(task: Task, value, ready: deque, pending: list, tasks: list) -> None:
-        gen = task.gen
+    def _advance(task: Task, value, ready: deque, waiting: list, requests: list, tasks: list) -> None:
+        send = task.gen.send
         while True:
             try:
-                req = gen.send(value)
+                req = send(value)
             except StopIteration as stop:
                 task.done, task.result = True, stop.value
                 ready.extend((w, stop.value) for w in task.waiters)
                 task.waiters = []
                 return
             if isinstance(req, _Request):
-                pending.append((task, req))
+                waiting.append(task)
+                requests.append(req)
                 return
             if isinstance(req, Spawn):
                 child = Task(req.coroutine)
@@ -282,23 +284,27 @@ class Scheduler:
             else:
                 raise TypeError(f"a protocol yielded {type(req).__name__}, not a round request")
 
-    def _round(self, pending: list) -> list:
+    def _round(self, requests: list) -> list:
         rank = self.ctx.rank
         peer = 1 - rank
-        out: list[np.ndarray] = []
-        labels: list[str] = []
-        i_send = peer_sends = False
-        for _, req in pending:
-            if req.to != rank:
-                out += req.arrays
-                i_send = True
-            if req.to != peer:
-                peer_sends = True
-            if req.label not in labels:
-                labels.append(req.label)
-        label = "+".join(labels)
+        if len(requests) == 1:
+            req = requests[0]
+            label, i_send, peer_sends = req.label, req.to != rank, req.to != peer
+            out = req.arrays if i_send else []
+        else:
+            out, labels = [], []
+            i_send = peer_sends = False
+            for req in requests:
+                if req.to != rank:
+                    out += req.arrays
+                    i_send = True
+                if req.to != peer:
+                    peer_sends = True
+                if req.label not in labels:
+                    labels.append(req.label)
+            label = "+".join(labels)
         if self.plan is not None:
-            self.plan.rounds.append(RoundLayout(tuple(req.layout() for _, req in pending),
+            self.plan.rounds.append(RoundLayout(tuple(req.layout() for req in requests),
                                                 len(self.plan.material)))
         ch = self.ctx.channel
         if i_send and peer_sends:
@@ -309,18 +315,20 @@ class Scheduler:
         else:
             theirs = ch.recv_only(label)
         replies, pos = [], 0
-        for _, req in pending:
-            got = None
-            if req.to != peer:  # the peer sent this request's arrays
-                mine = req.arrays
-                got = theirs[pos:pos + len(mine)]
-                pos += len(mine)
-                if len(got) != len(mine):
+        for req in requests:
+            mine = req.arrays
+            if req.to == peer:  # a one-way reveal to the peer: nothing comes back
+                replies.append(None)
+                continue
+            n = len(mine)
+            got = theirs[pos:pos + n]
+            pos += n
+            if len(got) != n:
+                raise ValueError("peer opened arrays of a different structure")
+            for t, m in zip(got, mine):
+                if t.shape != m.shape or t.dtype != m.dtype:
                     raise ValueError("peer opened arrays of a different structure")
-                for t, m in zip(got, mine):
-                    if t.shape != m.shape or t.dtype != m.dtype:
-                        raise ValueError("peer opened arrays of a different structure")
-            replies.append(req.combine(req.arrays, got))
+            replies.append(req.combine(mine, got))
         if pos != len(theirs):
             raise ValueError("peer opened arrays of a different structure")
         return replies
