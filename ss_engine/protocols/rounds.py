@@ -85,15 +85,12 @@ class OpenWords(_Request):
         return [m ^ t for m, t in zip(mine, theirs)]
 
 
-class Reveal(_Request):
+class Reveal(OpenRing):
     """Open int64 arrays to party ``to`` only: the other party sends, ``to`` gets the sums,
     the other gets None."""
 
     __slots__ = ()
     kind = "reveal"
-
-    def combine(self, mine, theirs):
-        return [m + t for m, t in zip(mine, theirs)]
 
 
 @dataclass(frozen=True)
