@@ -130,19 +130,22 @@ class SeededSource(CorrelatedSource):
         seq = self.next_seq
         self.next_seq += 1
         fields = expand_own(self._stream, self.rank, seq, spec)
-        if self.rank == 1 and spec.corrected_fields():
+        st = self.stats
+        # (a spec's field tuples are rebuilt on every call, so each is asked for once here)
+        corrected = spec.corrected_fields() if self.rank == 1 else ()
+        if corrected:
             t0 = time.perf_counter()
             corr = self._link.corrections(seq, spec)
-            self.stats.wait_seconds += time.perf_counter() - t0
-            for f in spec.corrected_fields():
+            st.wait_seconds += time.perf_counter() - t0
+            for f in corrected:
                 got = corr[f.name]
                 if got.shape != tuple(f.shape):
                     raise ValueError(f"dealer sent {f.name} with shape {got.shape}, expected {f.shape}")
                 fields[f.name] = got
-            self.stats.dealer_bytes += spec.dealer_bytes()
-        st = self.stats
+                st.dealer_bytes += f.nbytes
         st.items += 1
-        st.uncompressed_bytes += spec.uncompressed_bytes() // 2
+        # every field is now expanded or received: this party's half of the uncompressed size
+        st.uncompressed_bytes += sum(a.nbytes for a in fields.values())
         st.by_kind[spec.kind] = st.by_kind.get(spec.kind, 0) + 1
         if self._log is not None:
             self._log.append((seq, spec))
