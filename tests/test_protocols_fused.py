@@ -1,4 +1,4 @@
-"""Truncation fused with ReLU (forward) and with the ReLU bit (backward)."""
+"""Truncation fused with ReLU (forward) and with a bit (backward); linear forms."""
 import numpy as np
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,21 +25,26 @@ def test_trunc_relu_is_relu_of_a_one_ulp_truncation(z, f):
 
 
 @given(raw, st.data())
-def test_trunc_times_opened_bit(z, data):
+def test_untruncated_value_times_a_secret_bit(z, data):
+    """z at 2f times a 0/1 secret: the truncation of z and the opening of the bit share one
+    message, the product needs no further round, and trunc(z) alone is then free."""
+    from ss_engine.tensor import SharedTensor, ops
     bits = data.draw(hnp.arrays(np.int64, z.shape, elements=st.integers(0, 1)))
     rt = make_runtime()
 
     def body(c, v, bv):
-        (bo,) = yield from mask_and_open(c, [bv])
-        return (yield from P.trunc_many_mul_s(c, [v, v], 16, [bo, None]))
+        zt, bt = SharedTensor(c, v, 32), SharedTensor(c, bv, 0)
+        prod = yield from ops.mul(zt, bt)
+        plain = yield from ops.truncate(zt)
+        return prod.share, plain.share, prod.frac_bits
 
     r0, r1 = rt.run_same(body, rt.share_ring(z), rt.share_ring(bits))
     fused, plain = r0[0] + r1[0], r0[1] + r1[1]
+    assert r0[2] == 16
     assert set(np.unique(plain - (z >> 16))) <= {0, 1}
-    assert set(np.unique(fused - (z >> 16) * bits)) <= {0, 1}
-    assert np.all(fused[bits == 0] == 0)
-    # one opening of the bit, one truncation round for both tensors
-    assert rt.contexts[0].channel.stats.rounds == 2
+    assert np.array_equal(fused, plain * bits)
+    s = rt.contexts[0].channel.stats
+    assert (s.rounds, s.bytes_sent) == (1, 16 * z.size)
 
 
 @given(st.integers(1, 6), st.integers(1, 5), st.data())

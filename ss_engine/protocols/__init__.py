@@ -12,7 +12,7 @@ from .binary import and_fanout_ss, and_ss
 from .compare import (argmax_s, b2a_s, b2a_select_s, drelu_s, lt_ss, max_s, msb_xor_s, relu_s)
 from .forms import FormTerm, LinearForm, form_mul
 from .nonlinear import exp_s, reciprocal_s, softmax_s
-from .fused import trunc_many_mul_s, trunc_relu_s
+from .fused import trunc_mask_open_s, trunc_relu_s
 from .opening import open_many, reveal_s
 from .rounds import Scheduler, StepPlan, gather, join, run, spawn
 from .truncation import trunc_many_s, trunc_s
@@ -22,6 +22,6 @@ __all__ = [
     "matmul_ss", "conv2d_ss", "square_s", "and_ss", "and_fanout_ss", "msb_xor_s", "b2a_s",
     "b2a_select_s", "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s", "FormTerm", "LinearForm",
     "form_mul", "exp_s", "reciprocal_s", "softmax_s", "open_many", "reveal_s", "trunc_s",
-    "trunc_many_s", "trunc_relu_s", "trunc_many_mul_s", "Scheduler", "StepPlan", "gather",
+    "trunc_many_s", "trunc_relu_s", "trunc_mask_open_s", "Scheduler", "StepPlan", "gather",
     "join", "run", "spawn",
 ]

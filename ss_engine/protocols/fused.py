@@ -14,9 +14,9 @@ their items (``protocols.forms.form_mul``).
      s * b = e s + (1 - 2e)(s rho) and the dealer supplies s * rho.
   Rounds: 1 + 5 + 1 = 7 for m = 64 (unfused truncation + ReLU: 8).  Bytes per element per
   party: 8 + 8 + tree + 1 bit (unfused: 8 + 8 + 8 + tree + 1 bit).
-``trunc_many_mul_s`` (backward: trunc(dX) * a secret already opened, e.g. a 0/1 operand
-opened as F = b - B): s * b = F s + [s * B] for s in {r_msb, r_hi}: the truncation round is
-the only round.
+``trunc_mask_open_s``: truncations and mask openings of independent tensors in one
+message (the operands of a product: ``tensor.ops`` multiplies a truncated dY(2f) by a ReLU
+bit with this one round and no opening of the bit).
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from .beaver import MaskedOperand
 from .compare import b2a_s, cmp_finish, cmp_prepare, flip_xor
 from .forms import LinearForm, form_mul
 from .rounds import open_ring
-from .truncation import trunc_finish, trunc_open_many, trunc_prepare
+from .truncation import trunc_finish, trunc_prepare
 
-__all__ = ["trunc_relu_s", "trunc_relu_form_s", "trunc_many_mul_s", "trunc_mask_open_s"]
+__all__ = ["trunc_relu_s", "trunc_relu_form_s", "trunc_mask_open_s"]
 
 
 def trunc_relu_form_s(ctx: PartyContext, z: np.ndarray, shift: int, bits: int | None = None):
@@ -60,22 +60,6 @@ def trunc_relu_s(ctx: PartyContext, z: np.ndarray, shift: int, label: str = "tru
     """(relu(trunc(z, shift)), [z >= 0]) with integer 0/1 bit shares.  See module doc."""
     y, b, _ = yield from trunc_relu_form_s(ctx, z, shift)
     return y, b.share(ctx.rank).reshape(y.shape)
-
-
-def trunc_many_mul_s(ctx: PartyContext, raws: Sequence[np.ndarray], shift: int,
-                     multipliers: Sequence[MaskedOperand | None], label: str = "trunc"):
-    """trunc(raw_i, shift) for every i, multiplied elementwise by multipliers[i] when given
-    (an integer-scale secret already opened, e.g. a ReLU bit).  One round in all."""
-    if len(raws) != len(multipliers):
-        raise ValueError("one multiplier (or None) per tensor")
-    for r, mul in zip(raws, multipliers):
-        if mul is not None and mul.shape != np.shape(r):
-            raise ValueError(f"multiplier shape {mul.shape} != {np.shape(r)}")
-    out = []
-    for t, mul in zip((yield from trunc_open_many(ctx, raws, shift, label)), multipliers):
-        out.append(t.share(ctx.rank) if mul is None else
-                   form_mul(ctx, LinearForm.of_trunc(t), LinearForm.of_masked(mul)))
-    return out
 
 
 def trunc_mask_open_s(ctx: PartyContext, truncs: Sequence[tuple[np.ndarray, int]],
