@@ -41,8 +41,7 @@ class Linear(Module):
             raise ValueError(f"{self.weight.name}: input shape {x.shape} does not fit weight "
                              f"{self.weight.value.shape}")
         self._x, self._w = x, self.weight.tensor(x.ctx)
-        z = yield from ops.matmul(x, self._w, transpose_right=True)
-        return z + self.bias.tensor(x.ctx)
+        return (yield from ops.matmul(x, self._w, transpose_right=True, bias=self.bias.tensor(x.ctx)))
 
     def backward(self, dy, need_input_grad=True):
         self.weight.grad = yield from ops.matmul(dy, self._x, transpose_left=True)
@@ -68,8 +67,8 @@ class Conv2d(Module):
         if x.ndim != 4:
             raise ValueError(f"{self.weight.name}: input must be (N, C, H, W), got {x.shape}")
         self._x, self._w = x, self.weight.tensor(x.ctx)
-        z = yield from ops.conv2d(x, self._w, self.stride, self.padding)
-        return z + self.bias.tensor(x.ctx).reshape(1, -1, 1, 1)
+        return (yield from ops.conv2d(x, self._w, self.stride, self.padding,
+                                      bias=self.bias.tensor(x.ctx)))
 
     def backward(self, dy, need_input_grad=True):
         o = dy.shape[1]

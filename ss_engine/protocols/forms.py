@@ -72,8 +72,34 @@ class LinearForm:
         nd = self.public.ndim
         out = self.public.copy() if rank == 0 else np.zeros_like(self.public)
         for t in self.terms:
-            out += _lead(t.coeff, nd) * _lead(t.value(), nd)
+            _accumulate(out, _scaled(_lead(t.value(), nd), t.coeff, nd))
         return out
+
+
+def _unit(coeff) -> int:
+    """1 or -1 if ``coeff`` is that scalar (its product is a sign, not a pass), else 0."""
+    if np.ndim(coeff) == 0 and int(coeff) in (1, -1):
+        return int(coeff)
+    return 0
+
+
+def _scaled(v: np.ndarray, coeff, nd: int, fresh: bool = False) -> tuple[int, np.ndarray]:
+    """(sign, array) with sign * array = coeff * v, multiplying only by a coefficient that is
+    not +-1; ``fresh``: v is a temporary this call may overwrite."""
+    unit = _unit(coeff)
+    if unit:
+        return unit, v
+    c = _lead(coeff, nd)
+    return 1, (np.multiply(v, c, out=v) if fresh and v.shape == np.broadcast_shapes(v.shape, np.shape(c))
+               else v * c)
+
+
+def _accumulate(out: np.ndarray, term: tuple[int, np.ndarray]) -> None:
+    sign, x = term
+    if sign > 0:
+        out += x
+    else:
+        out -= x
 
 
 def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
@@ -81,7 +107,8 @@ def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
 
     a * b = Pa Pb + Pa sum_j d_j [v_j] + Pb sum_i c_i [u_i] + sum_ij c_i d_j [u_i v_j].
     Rounds: 0.  Dealer: one product item per pair of terms; a square (``a is b``) asks each
-    unordered pair once and takes [u u] = [u] for a 0/1 item.
+    unordered pair once and takes [u u] = [u] for a 0/1 item.  A coefficient +-1 (a masked
+    opening's, a truncation's r_hi) costs no multiplication.
     """
     nd = a.public.ndim
     square = a is b
@@ -89,20 +116,21 @@ def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
     out = a.public * pb if ctx.rank == 0 else np.zeros(np.broadcast_shapes(a.public.shape, pb.shape),
                                                         dtype=np.int64)
     for t in b.terms:
-        out += a.public * (_lead(t.coeff, nd) * _lead(t.value(), nd))
+        _accumulate(out, _scaled(a.public * _lead(t.value(), nd), t.coeff, nd, fresh=True))
     for t in a.terms:
-        out += pb * (_lead(t.coeff, nd) * _lead(t.value(), nd))
+        _accumulate(out, _scaled(_lead(t.value(), nd) * pb, t.coeff, nd, fresh=True))
     for i, ta in enumerate(a.terms):
         for j, tb in enumerate(b.terms):
             if square and j < i:
                 continue
-            weight = _lead(ta.coeff, nd) * _lead(tb.coeff, nd)
-            if square and i != j:
-                weight = weight * np.int64(2)
             if square and i == j and ta.is_bit:
                 uv = _lead(ta.value(), nd)
             else:
                 uv = ctx.source.product("mul", ta.material.ref(ta.field), tb.material.ref(tb.field),
                                         out.shape)["c"]
-            out += weight * uv
+            sign, x = _scaled(uv, ta.coeff, nd)
+            sign_b, x = _scaled(x, tb.coeff, nd, fresh=x is not uv)
+            if square and i != j:
+                x = x * np.int64(2) if x is uv else np.multiply(x, 2, out=x)
+            _accumulate(out, (sign * sign_b, x))
     return out

@@ -19,8 +19,8 @@ values allow; what a round costs is decided by these rules and by the scheduler
 
 Op        rounds (m = 64)             result scale
 mul       0 with forms, else 1        sx + sy
-matmul    1 (0 if both opened)        sx + sy      (+1 per operand above f)
-conv2d    1 (0 if both opened)        sx + sw
+matmul    1 (0 if both opened)        sx + sy      (+1 per operand above f; optional bias)
+conv2d    1 (0 if both opened)        sx + sw      (optional bias per channel)
 truncate  1                            f
 relu      7 (1 + 5 + 1)                min(s, f); bit: 0
 drelu/lt  7                            0
@@ -172,10 +172,21 @@ def _bilinear_operands(*ts: SharedTensor):
     return srcs
 
 
+def _with_bias(z: np.ndarray, scale: int, bias: SharedTensor | None, shape: tuple) -> np.ndarray:
+    """z + bias (aligned to z's scale, in ``shape`` for broadcasting), added in place: z is
+    a product this op just made."""
+    if bias is not None:
+        if bias.frac_bits > scale:
+            raise ValueError(f"a bias at scale {bias.frac_bits} cannot join a product at {scale}")
+        z += bias.lift(scale).share.reshape(shape)
+    return z
+
+
 def matmul(x: SharedTensor, y: SharedTensor, *, transpose_left: bool = False,
-           transpose_right: bool = False):
-    """op(x) @ op(y) (optional transposes, leading axes batched), untruncated.  Rounds: 1
-    to open what is not yet open (0 if both are).  Bytes per party: 8 per element opened."""
+           transpose_right: bool = False, bias: SharedTensor | None = None):
+    """op(x) @ op(y) (optional transposes, leading axes batched), untruncated, plus ``bias``
+    over the last axis if given.  Rounds: 1 to open what is not yet open (0 if both are).
+    Bytes per party: 8 per element opened."""
     xs = x.shape[-2:][::-1] if transpose_left else x.shape[-2:]
     ys = y.shape[-2:][::-1] if transpose_right else y.shape[-2:]
     if x.ndim < 2 or y.ndim < 2 or xs[1] != ys[0]:
@@ -184,18 +195,22 @@ def matmul(x: SharedTensor, y: SharedTensor, *, transpose_left: bool = False,
     a, b = yield from _bilinear_operands(x, y)
     z = product_share(x.ctx, "matmul", a.opened, b.opened, transpose_left=transpose_left,
                       transpose_right=transpose_right)
-    return SharedTensor(x.ctx, z, a.frac_bits + b.frac_bits)
+    scale = a.frac_bits + b.frac_bits
+    return SharedTensor(x.ctx, _with_bias(z, scale, bias, (-1,)), scale)
 
 
-def conv2d(x: SharedTensor, w: SharedTensor, stride: int = 1, padding: int = 0):
-    """2-D convolution (N,C,H,W) * (O,C,kh,kw) -> (N,O,OH,OW), untruncated; the image (not
-    its im2col columns) is what is opened.  Rounds: 1 (0 if both are open)."""
+def conv2d(x: SharedTensor, w: SharedTensor, stride: int = 1, padding: int = 0,
+           bias: SharedTensor | None = None):
+    """2-D convolution (N,C,H,W) * (O,C,kh,kw) -> (N,O,OH,OW), untruncated, plus ``bias``
+    (O,) per output channel if given; the image (not its im2col columns) is what is opened.
+    Rounds: 1 (0 if both are open)."""
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d wants (N,C,H,W) and (O,C,kh,kw), got {x.shape}, {w.shape}")
     conv_out_shape(x.shape, w.shape, stride, padding)
     a, b = yield from _bilinear_operands(x, w)
-    return SharedTensor(x.ctx, conv_masked(x.ctx, a.opened, b.opened, stride, padding),
-                        a.frac_bits + b.frac_bits)
+    scale = a.frac_bits + b.frac_bits
+    z = conv_masked(x.ctx, a.opened, b.opened, stride, padding)
+    return SharedTensor(x.ctx, _with_bias(z, scale, bias, (1, -1, 1, 1)), scale)
 
 
 def conv2d_weight_grad(dy_cols: SharedTensor, x: SharedTensor, w_shape: tuple, stride: int = 1,
