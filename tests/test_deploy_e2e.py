@@ -5,6 +5,8 @@ the kill-and-resume test starts its own.
 """
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -12,9 +14,18 @@ import msgpack
 import numpy as np
 import pytest
 
+from benchmarks.deploy_strangers import DataPortFlood
 from client.session import ClientSession
 from client.train import train_remote
 from ss_engine.request import TrainRequest
+from ss_engine.config import FixedPointConfig
+from ss_engine.encoding import encode
+from ss_engine.job import TrainJob
+from ss_engine.local_train import load_preprocessed
+from ss_engine.description import init_params
+from ss_engine.owner import encode_images, encode_labels, share_arrays
+from ss_engine.prg import PRG, derive_seed
+from ss_engine.sharing import share
 from ss_engine.comm import ChannelTimeout
 from ss_engine.net.keys import ensure_keypair, load_public_key, public_path
 from ss_engine.net.wire import encode_message
@@ -87,6 +98,57 @@ def fuzzer_job(dep):
     """Job j1, created by the client "fuzzer", which names itself as a data owner."""
     with ClientSession(dep.config, "fuzzer") as s:
         s.create("j1", owners=["fuzzer"])
+
+
+FLOOD_SEED = b"flood-test-seed!"   # a dealer serves one instance per test seed
+
+
+def test_silent_strangers_on_the_data_port_do_not_stall_training(dep):
+    """The co-tenant of issue 10 watches /proc/net/tcp for server 0's data port and opens 50
+    silent connections to every new one.  Server 1 is held (SIGSTOP) until the flood sits on
+    the port server 0 listens on, so the session starts under attack; it must start at once
+    and train exactly the model of the local runtime with the same seeds."""
+    c = dep.config
+    known = {int(e.rsplit(":", 1)[1]) for e in (c.servers[0].client_endpoint, c.peer_bind)}
+    fixed = FixedPointConfig(frac_bits=16)
+    xtr, ytr, _, _ = load_preprocessed("mnist-small", N, 10)
+    prg = PRG(derive_seed(FLOOD_SEED, "input"))   # the sharing of train_remote(test_seed=...)
+    p0, p1 = share_arrays({k: encode(v, fixed) for k, v in init_params("network-a", 0).items()}, prg)
+    xs, ys = share(encode_images(xtr, fixed), prg), share(encode_labels(ytr, fixed), prg)
+    flood = DataPortFlood(dep.handles["server0"].pid, known, connections=50)
+    s1 = dep.handles["server1"].pid
+    with ClientSession(c) as s:
+        s.create("flooded", owners=["client"])
+        s.upload_params("flooded", p0, p1)
+        s.upload_part("flooded", "owner0", xs, ys)
+        flood.start()
+        os.kill(s1, signal.SIGSTOP)
+        try:
+            submit = threading.Thread(target=s.submit, args=(
+                "flooded", "train", TrainJob(batch_size=BS, loss_every=2), 16),
+                kwargs={"parts": ["owner0"], "test_seed": FLOOD_SEED})
+            submit.start()   # server 0 takes it and listens for its peer
+            deadline = time.monotonic() + 20
+            while not flood.ports_attacked and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            os.kill(s1, signal.SIGCONT)
+        t0 = time.monotonic()
+        try:
+            submit.join(30)
+            final = s.wait("flooded", timeout=60)
+            seconds = time.monotonic() - t0
+            r0, r1 = s.fetch("flooded")
+        finally:
+            flood.stop()
+    assert flood.ports_attacked and flood.connections_made >= 50, flood.ports_attacked
+    assert final[0]["step"] == final[1]["step"] == N // BS
+    got, ref = ring_sum(r0, r1), local_reference(N, BS, loss_every=2, seed=FLOOD_SEED)
+    for k in ref:
+        assert np.array_equal(got[k], ref[k]), k
+    # the old accept loop gave every silent stranger up to 5 s of the session's 3 s start,
+    # so each new port the flood found failed the session again (40 s for 12 steps)
+    assert seconds < 30, seconds
 
 
 def _frames(h: dict, arrays=()) -> list:

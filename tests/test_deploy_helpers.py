@@ -31,11 +31,12 @@ def start(root, **overrides):
     return launch_local(root=root, **kw)
 
 
-def local_reference(n: int, batch_size: int, epochs: int = 1, loss_every: int = 0) -> dict:
-    """The local runtime's model (ring values) for the seeds train_remote(test_seed=SEED) uses."""
+def local_reference(n: int, batch_size: int, epochs: int = 1, loss_every: int = 0,
+                    seed: bytes = SEED) -> dict:
+    """The local runtime's model (ring values) for the seeds train_remote(test_seed=seed) uses."""
     fixed = FixedPointConfig(frac_bits=16)
     xtr, ytr, _, _ = load_preprocessed("mnist-small", n, 10)
-    rt = LocalRuntime(EngineConfig(fixed=fixed), seed=SEED)
+    rt = LocalRuntime(EngineConfig(fixed=fixed), seed=seed)
     init = init_params("network-a", 0)
     p0, p1 = share_arrays({k: encode(v, fixed) for k, v in init.items()}, rt._input_prg)
     x0, x1 = rt.share_ring(encode_images(xtr, fixed))

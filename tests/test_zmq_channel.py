@@ -137,6 +137,31 @@ def test_stranger_on_the_data_port_is_dropped_not_fatal(pair):
             s.close()
 
 
+def test_fifty_silent_strangers_do_not_delay_the_peer(pair, record_property):
+    """A co-tenant who reads the data port from /proc/net/tcp and opens silent connections
+    to it must not stall the session: the peer's READY is read the moment it arrives."""
+    make, *_ = pair
+    seconds = {}
+    for n in (0, 50):
+        a, b = make(timeout=15)
+        strangers = [socket.create_connection(("127.0.0.1", a._data_port)) for _ in range(n)]
+        try:
+            t0 = time.monotonic()
+            _run_both(lambda: a.open(None, 10), lambda: b.open(None, 10))
+            seconds[n] = time.monotonic() - t0
+            x = np.arange(10, dtype=np.int64)
+            got = _run_both(lambda: a.exchange([x]), lambda: b.exchange([x * 2]))
+            assert np.array_equal(got[0][0], x * 2) and np.array_equal(got[1][0], x)
+            assert a.rejected_messages == n
+        finally:
+            for s in strangers:
+                s.close()
+            a.close()
+            b.close()
+    record_property("handshake_seconds", seconds)
+    assert seconds[50] < 2.0, seconds   # each stranger used to hold the port for up to 5 s
+
+
 def test_tampered_data_ends_the_session_cleanly(pair):
     """A forged message on the authenticated connection (bits flipped in transit) is
     refused with a clear error instead of being used."""

@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import queue
 import select
+import selectors
 import socket
 import struct
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..comm.channel import ChannelClosed, ChannelTimeout
-from .sealed import FrameSealer
+from .sealed import FrameSealer, SealError
 
-__all__ = ["SealedStream", "listen_ephemeral"]
+__all__ = ["SealedStream", "listen_ephemeral", "accept_sealed", "StrangerPolicy"]
 
 _HEAD = struct.Struct("<I")
 _SMALL = 1 << 16  # below this a message is sent as one joined buffer (one segment)
+_BACKLOG = 1024   # connections the kernel queues before we accept them (a full queue drops
+                  # SYNs, and a dropped SYN costs the peer a 1 s retransmission)
 
 
 def listen_ephemeral(host: str) -> tuple[socket.socket, int]:
@@ -43,20 +46,34 @@ def listen_ephemeral(host: str) -> tuple[socket.socket, int]:
                                                       flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     sock.bind(addr)
-    sock.listen(8)
+    sock.listen(_BACKLOG)
     return sock, sock.getsockname()[1]
+
+
+def _frame_count(head: bytes, max_frames: int) -> int:
+    (n,) = _HEAD.unpack(head)
+    if not 0 < n <= max_frames:
+        raise ChannelClosed(f"peer data message with {n} frames")
+    return n
+
+
+def _frame_lengths(raw: bytes, n: int, max_bytes: int) -> tuple[int, ...]:
+    lens = struct.unpack(f"<{n}Q", raw)
+    if sum(lens) > max_bytes:
+        raise ChannelClosed(f"peer data message of {sum(lens)} bytes exceeds {max_bytes}")
+    return lens
 
 
 class SealedStream:
     """One direction's sealer and the other's opener over a connected TCP socket."""
 
     def __init__(self, sock: socket.socket, sealer: FrameSealer, opener: FrameSealer, *,
-                 max_frames: int = 1024, max_bytes: int = 1 << 30):
+                 max_frames: int = 1024, max_bytes: int = 1 << 30, received: int = 0):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)  # blocking; receive waits are bounded with select()
         self.sock, self._sealer, self._opener = sock, sealer, opener
         self.max_frames, self.max_bytes = int(max_frames), int(max_bytes)
-        self._out = self._in = 0
+        self._out, self._in = 0, int(received)   # ``received``: messages already opened
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0                   # messages handed to the writer, not yet written
         self._lock = threading.Lock()
@@ -117,12 +134,8 @@ class SealedStream:
         """One message's frames, opened (``SealError`` if any fails authentication), and the
         bytes it took on the wire.  Waits at most ``timeout`` for the whole message."""
         deadline = time.monotonic() + timeout
-        (n,) = _HEAD.unpack(self._read(_HEAD.size, deadline))
-        if not 0 < n <= self.max_frames:
-            raise ChannelClosed(f"peer data message with {n} frames")
-        lens = struct.unpack(f"<{n}Q", self._read(8 * n, deadline))
-        if sum(lens) > self.max_bytes:
-            raise ChannelClosed(f"peer data message of {sum(lens)} bytes exceeds {self.max_bytes}")
+        n = _frame_count(self._read(_HEAD.size, deadline), self.max_frames)
+        lens = _frame_lengths(self._read(8 * n, deadline), n, self.max_bytes)
         frames = [self._read(k, deadline) for k in lens]
         plain = self._opener.open(self._in, frames)
         self._in += 1
@@ -155,3 +168,145 @@ class SealedStream:
         except OSError:
             pass
         self.sock.close()
+
+
+# -- accepting the peer among strangers -----------------------------------------------------
+class StrangerPolicy:
+    """What an unauthenticated connection to the data port may cost us.
+
+    ``wait``: seconds it has, from its accept, to deliver a message that opens under the
+    peer's key; ``max_pending``: connections kept waiting at once (the oldest is dropped
+    for a newcomer); ``max_frames`` / ``max_bytes``: the most it can make us read."""
+
+    def __init__(self, wait: float = 1.0, max_pending: int = 64, max_frames: int = 2,
+                 max_bytes: int = 4096):
+        self.wait, self.max_pending = float(wait), int(max_pending)
+        self.max_frames, self.max_bytes = int(max_frames), int(max_bytes)
+
+
+class _FirstMessage:
+    """Reads one sealed message from a non-blocking socket, never a byte past it (the
+    peer may send its next message right behind)."""
+
+    def __init__(self, sock: socket.socket, policy: StrangerPolicy, deadline: float):
+        self.sock, self.policy, self.deadline = sock, policy, deadline
+        self._buf = bytearray()
+        self._need = _HEAD.size
+        self._n = 0
+        self._lens: tuple[int, ...] | None = None
+
+    def feed(self) -> list[bytes] | None:
+        """What has arrived; the message's sealed frames once complete, else None.
+        ChannelClosed on end of stream, a socket error or a header beyond the policy."""
+        while True:
+            if len(self._buf) == self._need and not self._advance():
+                return self._frames()
+            try:
+                chunk = self.sock.recv(self._need - len(self._buf))
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as exc:
+                raise ChannelClosed(f"stranger's connection failed: {exc}") from None
+            if not chunk:
+                raise ChannelClosed("stranger closed its connection")
+            self._buf += chunk
+
+    def _advance(self) -> bool:
+        """The part read so far is complete: parse it; True if more bytes are due."""
+        if not self._n:
+            self._n = _frame_count(bytes(self._buf), self.policy.max_frames)
+            self._need += 8 * self._n
+            return True
+        if self._lens is None:
+            self._lens = _frame_lengths(bytes(self._buf[_HEAD.size:]), self._n, self.policy.max_bytes)
+            self._need += sum(self._lens)
+            return len(self._buf) < self._need
+        return False
+
+    def _frames(self) -> list[bytes]:
+        frames, at = [], _HEAD.size + 8 * self._n
+        for k in self._lens:
+            frames.append(bytes(self._buf[at:at + k]))
+            at += k
+        return frames
+
+
+def accept_sealed(listener: socket.socket, sealer: FrameSealer, opener: FrameSealer,
+                  is_peer: Callable[[list[bytes]], bool], deadline: float,
+                  policy: StrangerPolicy, on_reject: Callable[[], None]) -> SealedStream:
+    """Accept connections on ``listener`` until one sends, as its first message, frames that
+    open under ``opener`` (message 0) and satisfy ``is_peer``; that connection becomes the
+    stream.  Every other connection is closed and reported to ``on_reject``.
+
+    The listener and every pending connection are polled together, and a new connection is
+    read as soon as it is accepted, so however many silent or slow strangers connect, the
+    peer's message is taken the moment it arrives; each stranger is dropped after
+    ``policy.wait`` seconds, and when more than ``policy.max_pending`` wait at once the
+    oldest goes.  ChannelTimeout at ``deadline``."""
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    pending: dict[socket.socket, _FirstMessage] = {}   # insertion order: oldest first
+
+    def drop(conn: socket.socket) -> None:
+        sel.unregister(conn)
+        del pending[conn]
+        conn.close()
+        on_reject()
+
+    def admit(conn: socket.socket) -> None:
+        if len(pending) >= policy.max_pending:
+            drop(next(iter(pending)))
+        conn.setblocking(False)
+        pending[conn] = _FirstMessage(conn, policy, time.monotonic() + policy.wait)
+        sel.register(conn, selectors.EVENT_READ)
+
+    def proves_peer(conn: socket.socket) -> bool:
+        """Read what ``conn`` sent; True if it is the peer, drop it if it cannot be."""
+        try:
+            frames = pending[conn].feed()
+            if frames is None:
+                return False
+            if is_peer(opener.open(0, frames)):
+                return True
+        except (ChannelClosed, SealError):
+            pass
+        drop(conn)
+        return False
+
+    def established(conn: socket.socket) -> SealedStream:
+        sel.unregister(conn)
+        del pending[conn]
+        conn.setblocking(True)
+        return SealedStream(conn, sealer, opener, received=1)
+    try:
+        while True:
+            now = time.monotonic()
+            for conn in [c for c, r in pending.items() if r.deadline <= now]:
+                drop(conn)
+            if now >= deadline:
+                raise ChannelTimeout("the peer never connected to the data port")
+            wake = min([deadline] + [r.deadline for r in pending.values()])
+            for key, _ in sel.select(max(0.0, wake - now)):
+                if key.fileobj is listener:
+                    for conn in _accept_queued(listener, policy):
+                        admit(conn)   # read at once: the peer's READY follows its connect
+                        if proves_peer(conn):
+                            return established(conn)
+                elif key.fileobj in pending and proves_peer(key.fileobj):
+                    return established(key.fileobj)
+    finally:
+        for conn in list(pending):
+            drop(conn)
+        sel.close()
+
+
+def _accept_queued(listener: socket.socket, policy: StrangerPolicy) -> Iterator[socket.socket]:
+    """The connections the kernel has queued, one by one (a full queue would delay the
+    peer); at most ``policy.max_pending`` per call, so a flood cannot starve the reads."""
+    for _ in range(policy.max_pending):
+        try:
+            conn, _ = listener.accept()
+        except OSError:   # nothing queued (EAGAIN), or out of descriptors: they wait
+            return
+        yield conn

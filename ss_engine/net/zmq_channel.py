@@ -23,7 +23,8 @@ that one TCP connection sealed with AES-GCM under those keys (:mod:`.sealed`,
 :mod:`.sealed_stream`).  Only the CurveZMQ-authenticated peer knows the keys, so the data
 plane is as confidential and authenticated as CurveZMQ itself.  Party 0 accepts
 connections until one sends a READY sealed under the peer's key, closes every other one
-(counted in ``rejected_messages``), then stops listening.  On the established connection a
+(counted in ``rejected_messages``), then stops listening; it polls all pending connections
+at once and gives each stranger 1 s, so silent connections cannot delay the peer.  On the established connection a
 message that fails authentication means tampering: the session ends (the run resumes from
 its checkpoint).  ``bulk="curve"`` keeps data on the CurveZMQ socket (about 100 ms slower
 per network-a step here).
@@ -43,7 +44,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..comm.channel import Channel, ChannelClosed, ChannelTimeout
 from .keys import KeyPair
 from .sealed import KEY_BYTES, FrameSealer, SealError, new_key
-from .sealed_stream import SealedStream, listen_ephemeral
+from .sealed_stream import SealedStream, StrangerPolicy, accept_sealed, listen_ephemeral
 from .wire import DEFAULT_CAPS, WireCaps, WireError, decode_message, encode_message
 
 __all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id", "bind_retrying",
@@ -52,8 +53,9 @@ __all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id",
 _POLL_SLICE_MS = 100
 _HELLO_EVERY = 0.2
 BULK_CIPHERS = ("aes-gcm", "curve")
-_READY_WAIT = 5.0   # s a connection to the data port has to prove it is the peer
-_READY_MAX_BYTES = 4096   # what an unauthenticated connection may make us read
+#: a connection to the data port has 1 s to prove it is the peer and may make us read 4 KB;
+#: 64 wait at once at most (the peer's READY follows its connect within one round trip)
+_STRANGERS = StrangerPolicy(wait=1.0, max_pending=64, max_frames=2, max_bytes=4096)
 _BYE_GRACE_MS = 500       # how long a lost data connection waits for the peer's BYE
 _CURVE_FRAME_SLACK = 4096  # CURVE MESSAGE command name, nonce and MAC around a frame
 
@@ -290,31 +292,23 @@ class ZmqPeerChannel(Channel):
         self._poller.register(self.data.fileno(), zmq.POLLIN)
 
     def _accept_peer(self, sealer: FrameSealer, opener: FrameSealer, deadline: float) -> SealedStream:
-        lst = self._listener
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChannelTimeout(f"party 0: the peer never connected to the data port "
-                                     f"{self._data_port} (is it reachable from server 1?)")
-            lst.settimeout(min(left, _POLL_SLICE_MS / 1000))
+        def is_peer(plain: list[bytes]) -> bool:
             try:
-                conn, _ = lst.accept()
-            except socket.timeout:
-                continue
-            # a stranger gets a short while and a few kilobytes to prove itself, then is dropped
-            stream = SealedStream(conn, sealer, opener, max_frames=2, max_bytes=_READY_MAX_BYTES)
-            try:
-                plain, _ = stream.recv(min(max(left, 0.1), _READY_WAIT))
                 hdr, _ = decode_message(plain, self.caps)
-                if hdr["type"] != "ready" or hdr.get("s") != self.peer_token:
-                    raise SealError("not the peer's READY")
-            except (SealError, WireError, ChannelClosed, ChannelTimeout):
-                self.rejected_messages += 1
-                stream.close()
-                continue
-            lst.close()   # the session has its one connection: nobody else may connect
-            self._listener = None
-            return stream
+            except WireError:
+                return False
+            return hdr["type"] == "ready" and hdr.get("s") == self.peer_token
+
+        def reject() -> None:
+            self.rejected_messages += 1
+        try:
+            stream = accept_sealed(self._listener, sealer, opener, is_peer, deadline, _STRANGERS, reject)
+        except ChannelTimeout:
+            raise ChannelTimeout(f"party 0: the peer never connected to the data port "
+                                 f"{self._data_port} (is it reachable from server 1?)") from None
+        self._listener.close()   # the session has its one connection: nobody else may connect
+        self._listener = None
+        return stream
 
     def _seal_send(self, header: dict, arrays=()) -> None:
         if self._closed:
