@@ -239,6 +239,36 @@ def test_peer_close_and_restart_detected(pair):
     b3.close()
 
 
+@pytest.mark.parametrize("bulk", ["aes-gcm", "curve"])
+def test_restart_of_party_0_detected_by_the_waiting_party_1(pair, bulk):
+    """Party 0 crashes (no BYE, its data connection, if any, left open) and a new party 0
+    binds the endpoint: party 1, waiting for a message, must learn of the new session within
+    seconds although party 0 can never speak first (issue 10: it waited out its timeout)."""
+    make, (k0, k1), (c0, c1), ep = pair
+    a, b = make(timeout=30, bulk=(bulk, bulk))
+    _run_both(a.open, b.open)
+    a.sock.close()   # the crash, as the peer's zmq socket sees it
+    a._closed = True
+    a2 = ZmqPeerChannel(c0, 0, ep, k1.public, timeout=30, bulk=bulk)
+    th = threading.Thread(target=a2.open, args=(None, 10))
+    th.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ChannelClosed, match="restarted"):
+            b.recv_only()
+        assert time.monotonic() - t0 < 5   # ~1 s: one repeated HELLO; it was 30 s
+        b2 = ZmqPeerChannel(c1, 1, ep, k0.public, timeout=30, bulk=bulk)
+        b2.open(None, 10)   # and the two rejoin in a new session
+        th.join()
+        assert b2.peer_token == a2.token and a2.peer_token == b2.token
+        x = np.arange(3, dtype=np.int64)
+        assert np.array_equal(_run_both(lambda: a2.exchange([x]), lambda: b2.exchange([x]))[0][0], x)
+        b2.close()
+    finally:
+        th.join()
+        a2.close()
+
+
 def test_rpc_client_and_user_id(tmp_path):
     ks, kc, kx = generate_keypair(), generate_keypair(), generate_keypair()
     cs, cc, cx = CurveContext(ks), CurveContext(kc), CurveContext(kx)

@@ -13,7 +13,8 @@ peer, and a send to a vanished peer fails at once; PAIR sockets do not reconnect
 over TCP).  A session handshake (HELLO tokens, repeated until both sides have seen each
 other's) makes every new channel a fresh session; a HELLO with a new token
 while a session runs means the peer restarted, and raises ``ChannelClosed`` at once instead
-of waiting for the timeout.  Every wait is bounded and ends in ``ChannelTimeout`` with the
+of waiting for the timeout.  A side waiting on a silent peer repeats its HELLO every second,
+so a restarted peer (which, as party 0, cannot speak first) answers with its new token.  Every wait is bounded and ends in ``ChannelTimeout`` with the
 endpoint in the message.
 
 Data plane (``bulk="aes-gcm"``, the default): the HELLOs above travel on the CurveZMQ socket
@@ -58,6 +59,7 @@ BULK_CIPHERS = ("aes-gcm", "curve")
 _STRANGERS = StrangerPolicy(wait=1.0, max_pending=64, max_frames=2, max_bytes=4096)
 _BYE_GRACE_MS = 500       # how long a lost data connection waits for the peer's BYE
 _CURVE_FRAME_SLACK = 4096  # CURVE MESSAGE command name, nonce and MAC around a frame
+_ANNOUNCE_EVERY = 1.0     # s of silence from the peer after which we repeat our HELLO
 
 
 def _endpoint_host(endpoint: str) -> str:
@@ -179,6 +181,7 @@ class ZmqPeerChannel(Channel):
         self.token = os.urandom(8).hex()
         self.peer_token: str | None = None
         self.peer_meta: dict = {}
+        self._meta: dict = {}
         self.wire_bytes_sent = self.wire_bytes_received = 0
         self._out_seq = self._in_seq = 0
         self._closed = False
@@ -218,7 +221,8 @@ class ZmqPeerChannel(Channel):
     def open(self, meta: dict | None = None, timeout: float | None = None) -> dict:
         """Handshake a fresh session; returns the peer's ``meta`` (e.g. its checkpoints)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else float(timeout))
-        peer_meta = self._handshake(dict(meta or {}), deadline)
+        self._meta = dict(meta or {})
+        peer_meta = self._handshake(self._meta, deadline)
         if self.bulk == "aes-gcm":
             self._start_data_plane(deadline)
         return peer_meta
@@ -383,13 +387,18 @@ class ZmqPeerChannel(Channel):
         if self._closed:
             raise ChannelClosed("channel is closed")
         deadline = time.monotonic() + self.timeout
+        quiet_since = time.monotonic()
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise ChannelTimeout(f"party {self.rank}: no message from the peer at {self.endpoint} "
                                      f"within {self.timeout:.0f} s")
             ready = dict(self._poller.poll(int(min(left * 1000, _POLL_SLICE_MS)) + 1))
             if not ready:
+                if now - quiet_since >= _ANNOUNCE_EVERY:
+                    self._announce()
+                    quiet_since = now
                 continue
             if self.sock in ready:   # the CurveZMQ socket: handshake echoes, BYE (and data
                 h, arrays = self._raw_recv()  # when bulk="curve")
@@ -413,6 +422,23 @@ class ZmqPeerChannel(Channel):
                 raise ChannelClosed(f"peer message {h.get('n')} out of order (expected {self._in_seq})")
             self._in_seq += 1
             return arrays
+
+    def _announce(self) -> None:
+        """Repeat this session's HELLO while the peer is silent.  A peer that restarted is
+        waiting in its handshake for a HELLO, and a restarted party 0 cannot speak first (its
+        ROUTER learns party 1's address from party 1's message): it answers with its new
+        session's HELLO, which ends this session at once (:meth:`_raise_for_control`) instead
+        of after ``timeout``.  A ROUTER whose peer has gone learns it here (EHOSTUNREACH)."""
+        frames = encode_message(self._hello(self._meta))
+        if self.rank == 0:
+            frames = [self._peer_ident, *frames]
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                raise ChannelClosed("party 0: the peer disconnected") from None
+            return   # EAGAIN: the peer is not reading; nothing to learn from that
+        self.wire_bytes_sent += sum(len(f) for f in frames)
 
     def _raise_for_control(self, h: dict) -> None:
         """A peer's HELLO of a new session or its BYE ends this session: say which."""
