@@ -214,28 +214,30 @@ def train_remote(config, request: TrainRequest | None = None, *, client: str = "
 
 def _report(cfg, job, tj, final, up_s, train_s, uploaded, n_train) -> dict:
     steps = final[0]["total"]
+    # per-step figures over the steps each server ran for this job, every session counted
+    # (a resume after a restart re-runs the steps since the checkpoint); server 0 reports
+    # the peer traffic, server 1 the dealer traffic
+    run0 = final[0].get("steps_run") or steps
+    run1 = final[1].get("steps_run") or steps
     secs = max(final[0]["seconds"], 1e-9)
     ch, dl = final[0]["channel"], final[1]["dealer"]
-    # steady state: the steps after the run's warm-up steps (kernels load, the dealer learns
-    # the step's schedule), as the local benchmarks exclude warm-up steps
-    warm_end, warm_s = final[0].get("warmup_end_step"), final[0].get("warmup_seconds")
-    done = steps - (warm_end or 0)
+    # steady state: the steps after each session's warm-up steps (kernels load, the dealer
+    # learns the step's schedule), as the local benchmarks exclude warm-up steps
+    warm_n, warm_s = final[0].get("warmup_steps", 0), final[0].get("warmup_seconds")
+    done = run0 - warm_n
     steady = (secs - warm_s) / done if warm_s is not None and done > 0 else None
-    # ``seconds`` times the steps of the servers' last (re)start only: a job resumed from a
-    # checkpoint ran fewer steps in that time (counting all of them overstated the speed)
-    timed = max(1, steps - int(final[0].get("start_step") or 0))
     return {
-        "job": job, "steps": steps,
+        "job": job, "steps": steps, "steps_run": run0,
         "servers": [cfg.servers[0].client, cfg.servers[1].client], "dealer": cfg.dealer.connect,
-        "server_train_seconds": secs, "timed_steps": timed, "seconds_per_step": secs / timed,
-        "samples_per_second": tj.epochs * n_train * timed / steps / secs,
+        "server_train_seconds": secs, "seconds_per_step": secs / run0,
+        "samples_per_second": tj.epochs * n_train * run0 / steps / secs,
         "warmup_seconds": warm_s, "steady_seconds_per_step": steady,
         "steady_samples_per_second": tj.batch_size / steady if steady else None,
         "wall_seconds_train": train_s, "upload_seconds": up_s, "upload_bytes": uploaded,
-        "bytes_per_step": ch.get("bytes_sent", 0) / steps if ch else None,
-        "rounds_per_step": ch.get("rounds", 0) / steps if ch else None,
+        "bytes_per_step": ch.get("bytes_sent", 0) / run0 if ch else None,
+        "rounds_per_step": ch.get("rounds", 0) / run0 if ch else None,
         "peer_wait_fraction": ch.get("wait_seconds", 0) / secs if ch else None,
-        "dealer_bytes_per_step": dl.get("bytes_received", 0) / steps if dl else None,
+        "dealer_bytes_per_step": dl.get("bytes_received", 0) / run1 if dl else None,
         "dealer_link": dl,
     }
 

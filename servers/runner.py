@@ -12,7 +12,10 @@ Loop (one thread per server):
 
 A dead peer or dealer (ChannelClosed/ChannelTimeout) sends the job back to *waiting*; it
 fails only after ``peer_wait_limit`` seconds without progress.  An error that would repeat
-(bad job, bug) fails the job on both servers: the peer is told via the session's "bye".
+(bad job, bug, a data directory that refuses reads or writes) fails the job on both
+servers: the peer is told via the session's "bye".  No error ends the runner thread, and
+the error paths never raise: a state the disk refuses to store still holds in memory, and
+``status`` shows it with the reason.
 """
 from __future__ import annotations
 
@@ -44,26 +47,36 @@ FATAL = "fatal: "
 
 @dataclass
 class Live:
-    """What the client's status request shows while a job runs (in memory only)."""
+    """What the client's status request shows while a job runs (in memory only).
+
+    The figures add up over every session of the job this process ran (a resume after a
+    restart re-runs the steps since the checkpoint): ``steps_run`` steps took ``seconds``
+    and moved ``channel`` (this party's peer traffic) and ``dealer`` (its dealer link), so
+    per-step figures are those divided by ``steps_run``."""
 
     step: int = 0
     epoch: int = 0
     waiting_since: float | None = None
     losses: deque = field(default_factory=lambda: deque(maxlen=100_000))  # (step, p_y share)
-    started: float = 0.0
     channel: dict = field(default_factory=dict)
     dealer: dict = field(default_factory=dict)
     seconds: float = 0.0
-    # the run's first WARM_STEPS steps (warm-up: kernels load; the dealer has nothing ahead
-    # until party 1 has announced the step's schedule, after the first step)
-    warmup_seconds: float | None = None       # time to the end of the warm-up steps
-    warmup_end_step: int = 0                  # the step count there
-    start_step: int = 0                       # the step this run (re)started from: ``seconds``
-                                              # times steps start_step..step
+    steps_run: int = 0
+    # each session's first WARM_STEPS steps (warm-up: kernels load; the dealer has nothing
+    # ahead until party 1 has announced the step's schedule, after the first step)
+    warmup_seconds: float | None = None       # their time, summed over sessions
+    warmup_steps: int = 0                     # their number, summed over sessions
+    warmup_end_step: int = 0                  # the step count at the latest warm-up's end
 
 
-#: steps of a run that the steady-state figures leave out
+#: steps of a session that the steady-state figures leave out
 WARM_STEPS = 2
+#: dealer-link figures that describe a session rather than add up over sessions
+_PER_SESSION = ("lead_seconds_median", "lead_seconds_min")
+
+
+def _added(total: dict, session: dict) -> dict:
+    return {k: v if k in _PER_SESSION else total.get(k, 0) + v for k, v in session.items()}
 
 
 class _Fatal(Exception):
@@ -82,10 +95,21 @@ class JobRunner(threading.Thread):
         self._current: JobRecord | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _set(self, rec: JobRecord, state: str, message: str = "") -> None:
+    def _save(self, rec: JobRecord, state: str, message: str = "") -> None:
+        """A job's new state: in memory at once (``status`` shows it), then on disk; OSError
+        if the disk refuses (the caller fails the job)."""
         with self.store.lock:
             rec.state, rec.message = state, message
             self.store.save(rec)
+
+    def _set(self, rec: JobRecord, state: str, message: str = "") -> None:
+        """:meth:`_save` for waiting and error paths: never raises.  If the disk refuses,
+        the state still holds in memory and its message says it could not be stored."""
+        try:
+            self._save(rec, state, message)
+        except OSError as exc:
+            log.error("job %s: state %r not stored: %s", rec.job, state, exc)
+            rec.message = f"{message} (not stored: {_storage_error(exc)})"
 
     def _ready(self) -> dict[str, JobRecord]:
         with self.store.lock:
@@ -99,51 +123,71 @@ class JobRunner(threading.Thread):
                 lv.waiting_since = now
             if now - lv.waiting_since > self.cfg.peer_wait_limit:
                 self._set(rec, "failed", f"{why} for more than {self.cfg.peer_wait_limit:.0f} s; giving up")
-            elif rec.state != "waiting" or rec.message != why:
+            elif rec.state != "waiting" or not rec.message.startswith(why):
                 self._set(rec, "waiting", why)
 
     # -- main loop ------------------------------------------------------------------------
     def run(self) -> None:
         while not self.stop_event.is_set():
-            ready = self._ready()
-            self._finish_local(ready)
-            ready = self._ready()
-            if not ready:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
+            try:
+                self._round()
+            except Exception:  # noqa: BLE001 - nothing may end the runner: later jobs need it
+                log.exception("runner")
+                self.stop_event.wait(1.0)
+
+    def _round(self) -> None:
+        """Finish what needs no peer, then one session with the peer for one job."""
+        ready = self._ready()
+        self._finish_local(ready)
+        ready = self._ready()
+        if not ready:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            return
+        try:
             ch = ZmqPeerChannel(self.curve, self.rank, self.endpoint, self.peer_public,
                                 timeout=self.cfg.peer_timeout, bulk=self.cfg.peer_bulk_cipher)
-            try:
-                meta = ch.open({"ready": {j: r.digest for j, r in ready.items()},
-                                "ckpts": {j: self.store.checkpoint_steps(j) for j in ready}},
-                               timeout=3.0)
-                job, step = self._agree(ready, meta)
-                if job is None:
-                    ch.close("nothing in common")
-                    self._note_wait(ready, f"waiting for server {1 - self.rank} to get the job")
-                    self.stop_event.wait(0.5)
-                    continue
-                self._run_job(ready[job], step, ch)
-            except (ChannelClosed, ChannelTimeout) as exc:
-                if str(exc).find(FATAL) >= 0:
-                    self._fail_current(ready, str(exc))
-                else:
-                    self._note_wait(ready, _waiting_message(exc, self.rank))
-            except CheckpointCorrupt as exc:   # set aside: the next session agrees on an older one
-                self._note_wait(ready, f"a checkpoint failed its checksum ({str(exc)[-80:]}); "
-                                       f"resuming from an older one")
-            except _Fatal as exc:
-                self._fail_current(ready, f"{FATAL}{exc}")
-                ch.close(f"{FATAL}{exc}")
-            except Exception as exc:  # noqa: BLE001 - a bug fails the job, never the server
-                log.exception("runner")
-                if self._current is not None:
-                    self._set(self._current, "failed", f"internal error: {type(exc).__name__}: {exc}")
-                ch.close(f"{FATAL}server {self.rank}: {type(exc).__name__}: {exc}")
-            finally:
-                self._current = None
-                ch.close()
+        except OSError as exc:   # e.g. the peer port is taken, or no descriptors left
+            self._note_wait(ready, f"cannot open the peer channel ({str(exc)[:160]})")
+            self.stop_event.wait(1.0)
+            return
+        try:
+            meta = ch.open({"ready": {j: r.digest for j, r in ready.items()},
+                            "ckpts": {j: self.store.checkpoint_steps(j) for j in ready}},
+                           timeout=3.0)
+            job, step = self._agree(ready, meta)
+            if job is None:
+                ch.close("nothing in common")
+                self._note_wait(ready, f"waiting for server {1 - self.rank} to get the job")
+                self.stop_event.wait(0.5)
+                return
+            self._run_job(ready[job], step, ch)
+        except (ChannelClosed, ChannelTimeout) as exc:
+            if str(exc).find(FATAL) >= 0:
+                self._fail_current(ready, str(exc))
+            else:
+                self._note_wait(ready, _waiting_message(exc, self.rank))
+        except CheckpointCorrupt as exc:   # set aside: the next session agrees on an older one
+            self._note_wait(ready, f"a checkpoint failed its checksum ({str(exc)[-80:]}); "
+                                   f"resuming from an older one")
+        except _Fatal as exc:
+            self._fail_current(ready, f"{FATAL}{exc}")
+            ch.close(f"{FATAL}{exc}")
+        except OSError as exc:   # the data directory refused a read or a write
+            why = f"server {self.rank}: {_storage_error(exc)}"
+            log.error("job %s: %s", self._current.job if self._current else "-", why)
+            if self._current is None:   # before any job was chosen: each ready job waits
+                self._note_wait(ready, why)
+            self._fail_current(ready, f"{FATAL}{why}")
+            ch.close(f"{FATAL}{why}")
+        except Exception as exc:  # noqa: BLE001 - a bug fails the job, never the server
+            log.exception("runner")
+            if self._current is not None:
+                self._set(self._current, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            ch.close(f"{FATAL}server {self.rank}: {type(exc).__name__}: {exc}")
+        finally:
+            self._current = None
+            ch.close()
 
     def _fail_current(self, ready: dict, message: str) -> None:
         if self._current is not None:
@@ -171,9 +215,12 @@ class JobRunner(threading.Thread):
                     rec.total_steps in self.store.checkpoint_steps(rec.job):
                 try:
                     st = self.store.load_checkpoint(rec.job, rec.total_steps)
+                    self.store.save_result(rec.job, st.params)
                 except CheckpointCorrupt:
                     continue   # set aside: the job resumes with the peer from an older one
-                self.store.save_result(rec.job, st.params)
+                except OSError as exc:
+                    self._set(rec, "failed", f"server {self.rank}: {_storage_error(exc)}")
+                    continue
                 lv = self.live.setdefault(rec.job, Live())
                 lv.step = rec.total_steps
                 self._set(rec, "done", "finished")
@@ -191,6 +238,7 @@ class JobRunner(threading.Thread):
         log.info("job %s: %s", rec.job, f"resuming from step {step}" if step else "starting")
         link = RemoteDealerLink(self.curve, self.cfg.dealer.connect, self.dealer_public, rec.job,
                                 rec.nonce, timeout=self.cfg.dealer_timeout)
+        dealer_before = dict(lv.dealer)
         try:
             key = link.open(rec.digest, rec.test_seed)
             config = EngineConfig(fixed=FixedPointConfig(frac_bits=rec.frac_bits))
@@ -199,7 +247,7 @@ class JobRunner(threading.Thread):
             else:
                 self._predict(rec, ch, link, key, config, lv)
         finally:
-            lv.dealer = link.stats.as_dict()
+            lv.dealer = _added(dealer_before, link.stats.as_dict())
             link.close()
 
     def _train(self, rec, step, ch, link, key, config, lv) -> None:
@@ -218,10 +266,11 @@ class JobRunner(threading.Thread):
         ctx = PartyContext(self.rank, ch, source, config)
         spe = steps_per_epoch(len(x), job.batch_size)
         every = self.cfg.checkpoint_every
-        self._set(rec, "running", f"resumed from step {step}" if step else "running")
-        lv.step, lv.started, lv.start_step = step, time.monotonic(), step
-        lv.warmup_seconds, lv.warmup_end_step = None, 0
-        stats0 = ch.stats.snapshot()
+        self._save(rec, "running", f"resumed from step {step}" if step else "running")
+        lv.step = step
+        t0, stats0 = time.monotonic(), ch.stats.snapshot()
+        before = (dict(lv.channel), lv.seconds, lv.steps_run, lv.warmup_seconds or 0.0)
+        warm = [False]
 
         def on_step(s, epoch, st, py):
             lv.step, lv.epoch = s + 1, epoch
@@ -232,15 +281,17 @@ class JobRunner(threading.Thread):
             if st.step % spe == 0:
                 log.info("job %s: epoch %d/%d done (step %d/%d, %.1f s since %s)", rec.job,
                          st.step // spe, job.epochs, st.step, rec.total_steps,
-                         time.monotonic() - lv.started, f"step {step}" if step else "start")
-            lv.channel = ch.stats.minus(stats0).as_dict()
-            lv.seconds = time.monotonic() - lv.started
-            if lv.warmup_seconds is None and s + 1 - step >= WARM_STEPS:
-                lv.warmup_seconds, lv.warmup_end_step = lv.seconds, s + 1
+                         time.monotonic() - t0, f"step {step}" if step else "start")
+            lv.channel = _added(before[0], ch.stats.minus(stats0).as_dict())
+            session = time.monotonic() - t0
+            lv.seconds, lv.steps_run = before[1] + session, before[2] + s + 1 - step
+            if not warm[0] and s + 1 - step >= WARM_STEPS:
+                warm[0] = True
+                lv.warmup_seconds, lv.warmup_end_step = before[3] + session, s + 1
+                lv.warmup_steps += WARM_STEPS
             if self.stop_event.is_set():
                 raise ChannelClosed("server shutting down")
         train_party(ctx, x, y, job, state, on_step)
-        lv.seconds = time.monotonic() - lv.started
         ch.exchange([np.array([state.step], np.int64)], label="finish")
         self.store.save_result(rec.job, state.params)
         self._set(rec, "done", "finished")
@@ -257,15 +308,21 @@ class JobRunner(threading.Thread):
         x = self.store.load_tensor(rec.job, "input/x")
         source = SeededSource(self.rank, key, link if self.rank == 1 else None)
         ctx = PartyContext(self.rank, ch, source, config)
-        self._set(rec, "running", "predicting")
+        self._save(rec, "running", "predicting")
         t0 = time.monotonic()
         out = predict_party(ctx, model, params, x, task=job.task)
         lv.seconds = time.monotonic() - t0
-        lv.step = 1
+        lv.step = lv.steps_run = 1
         ch.exchange([np.array([len(out)], np.int64)], label="finish")
         name = "onehot" if job.task == "classification" else "outputs"
         self.store.save_result(rec.job, {name: np.asarray(out, np.int64)})
         self._set(rec, "done", "finished")
+
+
+def _storage_error(exc: OSError) -> str:
+    """One line: what the disk said and about which file."""
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return f"storage error: {exc.strerror or exc}{where}"
 
 
 def _waiting_message(exc: Exception, rank: int) -> str:

@@ -385,7 +385,8 @@ class Server:
     def _quarantined_status(self, job: str) -> dict:
         return {"type": "status", "state": "quarantined", "message": self.store.quarantined[job],
                 "kind": "", "step": 0, "total": 0, "epoch": 0, "seconds": 0.0, "channel": {},
-                "dealer": {}, "warmup_end_step": 0, "warmup_seconds": None, "start_step": 0,
+                "dealer": {}, "steps_run": 0, "warmup_steps": 0, "warmup_end_step": 0,
+                "warmup_seconds": None,
                 "loss_steps": [], "time": time.time()}
 
     def _status(self, rec, h: dict) -> tuple[dict, list]:
@@ -396,6 +397,6 @@ class Server:
         return {"type": "status", "state": rec.state, "message": rec.message, "kind": rec.kind,
                 "step": step, "total": rec.total_steps, "epoch": lv.epoch,
                 "seconds": lv.seconds, "channel": lv.channel, "dealer": lv.dealer,
+                "steps_run": lv.steps_run, "warmup_steps": lv.warmup_steps,
                 "warmup_end_step": lv.warmup_end_step, "warmup_seconds": lv.warmup_seconds,
-                "start_step": lv.start_step,
                 "loss_steps": [s for s, _ in losses], "time": time.time()}, [a for _, a in losses]

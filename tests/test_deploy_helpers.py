@@ -32,8 +32,9 @@ def start(root, **overrides):
 
 
 def local_reference(n: int, batch_size: int, epochs: int = 1, loss_every: int = 0,
-                    seed: bytes = SEED) -> dict:
-    """The local runtime's model (ring values) for the seeds train_remote(test_seed=seed) uses."""
+                    seed: bytes = SEED, with_stats: bool = False):
+    """The local runtime's model (ring values) for the seeds train_remote(test_seed=seed) uses
+    (and, ``with_stats``, the runtime's per-party channel and dealer counts)."""
     fixed = FixedPointConfig(frac_bits=16)
     xtr, ytr, _, _ = load_preprocessed("mnist-small", n, 10)
     rt = LocalRuntime(EngineConfig(fixed=fixed), seed=seed)
@@ -44,7 +45,8 @@ def local_reference(n: int, batch_size: int, epochs: int = 1, loss_every: int = 
     job = TrainJob(batch_size=batch_size, epochs=epochs, loss_every=loss_every)
     st = [PartyState(p0), PartyState(p1)]
     rt.run(train_party, (x0, y0, job, st[0], None), (x1, y1, job, st[1], None))
-    return {k: st[0].params[k] + st[1].params[k] for k in st[0].params}
+    model = {k: st[0].params[k] + st[1].params[k] for k in st[0].params}
+    return (model, rt.stats()) if with_stats else model
 
 
 class RawClient:
