@@ -109,7 +109,8 @@ class JobRunner(threading.Thread):
             self._save(rec, state, message)
         except OSError as exc:
             log.error("job %s: state %r not stored: %s", rec.job, state, exc)
-            rec.message = f"{message} (not stored: {_storage_error(exc)})"
+            why = _storage_error(exc)
+            rec.message = f"{message} (not stored)" if why in message else f"{message} (not stored: {why})"
 
     def _ready(self) -> dict[str, JobRecord]:
         with self.store.lock:
