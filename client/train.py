@@ -30,7 +30,7 @@ from ss_engine.report import LossMonitor, Progress, base_fields, finish_report
 from ss_engine.request import RequestError, TrainRequest, prepare, share_training_inputs
 from ss_engine.sharing import share
 
-from .session import ClientSession, new_job_id
+from .session import ClientSession, JobFailed, new_job_id
 
 __all__ = ["train_remote", "train_with_local_servers", "predict_remote", "predict_dataset",
            "job_status", "format_status", "fetch_model", "list_jobs", "format_jobs", "delete_job"]
@@ -92,6 +92,10 @@ def predict_dataset(config, job: str, request: TrainRequest, *, limit: int = 100
     """``ss-engine predict``: secure inference of ``limit`` test samples of the request's
     data (normalised as in training) with ``job``'s model."""
     from ss_engine.twin import score
+    for i, st in enumerate(job_status(config, job, client)):   # RpcError if nobody knows it
+        if st["kind"] != "train" or st["state"] != "done":
+            raise JobFailed(f"job {job!r} is not a finished training job on server {i} "
+                            f"({st['state']} {st['kind'] or 'upload'} job): no model to predict with")
     prep = prepare(request)
     x, y = prep.data.x_test[:limit], prep.data.y_test[:limit]
     t0 = time.perf_counter()
@@ -193,8 +197,10 @@ def train_remote(config, request: TrainRequest | None = None, *, client: str = "
             s.upload_part(job, "owner0", (x0, x1), (y0, y1))
             t_up = time.perf_counter()
             s.submit(job, "train", tj, fixed.frac_bits, parts=["owner0"], test_seed=test_seed)
-            final = s.wait(job, on_status, timeout=timeout)
-            bar.close()
+            try:
+                final = s.wait(job, on_status, timeout=timeout)
+            finally:
+                bar.close()   # end the progress line, also when stopped or failed
             t_train = time.perf_counter()
             r0, r1 = s.fetch(job)
             params = reconstruct_params(r0, r1, fixed)
@@ -246,16 +252,18 @@ def train_with_local_servers(request: TrainRequest | None = None, root: str | No
                              keep: bool = False, **kw) -> dict:
     """``ss-engine train`` with no servers named: start dealer + 2 servers, train, stop.
 
-    ``kw`` goes to ``train_remote`` (client, test_seed, job, timeout)."""
+    ``kw`` goes to ``train_remote`` (client, test_seed, job, timeout).  With no ``root`` the
+    deployment lives in a temporary folder (mode 0700) holding both servers' shares and every
+    secret key: removed on every way out of this function, and by the three processes
+    themselves if this process is killed (``ephemeral``)."""
     from ss_engine.deploy.launch import launch_local
     tmp = None
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="ss-engine-")
         root = tmp.name
     try:
-        with launch_local(root=root) as dep:
+        with launch_local(root=root, ephemeral=tmp is not None and not keep) as dep:
             return train_remote(dep.config, request, runtime="local servers (3 processes)", **kw)
     finally:
         if tmp is not None and not keep:
             tmp.cleanup()
-

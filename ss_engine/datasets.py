@@ -53,6 +53,7 @@ __all__ = [
     "data_root",
     "load_dataset",
     "load",
+    "check_available",
     "normalize",
     "download_dataset",
     "read_idx",
@@ -272,12 +273,8 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
 # --------------------------------------------------------------------------- API
 
 
-def load(name: str, split: str = "train", limit: int | None = None,
-         root: str | os.PathLike | None = None) -> Dataset:
-    """Load one split as a :class:`Dataset` (the first ``limit`` examples when given)."""
-    name = _canonical(name)
-    img_path, lbl_path, sums_dir = _files(name, split, root)
-    for p in (img_path, lbl_path):
+def _require(name: str, paths) -> None:
+    for p in paths:
         if not p.is_file():
             hint = (
                 "the package data folder is incomplete (reinstall ss-engine)"
@@ -287,6 +284,22 @@ def load(name: str, split: str = "train", limit: int | None = None,
                 f"ss_engine.datasets.download_dataset({name!r}, root)"
             )
             raise FileNotFoundError(f"dataset file not found: {p}; {hint}")
+
+
+def check_available(name: str, root: str | os.PathLike | None = None) -> None:
+    """FileNotFoundError (naming the file and the fix) unless every file of ``name`` is
+    there; cheap (no reading), for checking a command line before any work starts."""
+    key = _canonical(name)
+    for split in _SPLIT_PREFIX:
+        _require(key, _files(key, split, root)[:2])
+
+
+def load(name: str, split: str = "train", limit: int | None = None,
+         root: str | os.PathLike | None = None) -> Dataset:
+    """Load one split as a :class:`Dataset` (the first ``limit`` examples when given)."""
+    name = _canonical(name)
+    img_path, lbl_path, sums_dir = _files(name, split, root)
+    _require(name, (img_path, lbl_path))
     for p in (img_path, lbl_path):
         _verify(p, sums_dir)
     images = read_idx(img_path, _MAGIC_IMAGES)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -35,6 +38,7 @@ from ss_engine.net.zmq_channel import CurveContext, RpcClient, RpcError
 from .test_deploy_helpers import SEED, RawClient, local_reference, ring_sum, start
 
 N, BS = 192, 32  # 6 steps
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +192,23 @@ def test_a_data_directory_that_refuses_writes_fails_the_job_not_the_runner(dep):
         final = s.wait("afterwards", timeout=60)
     assert [h["step"] for h in final] == [N // BS] * 2
     assert dep.handles["server1"].alive()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["status", "--job", "nosuchjob"], "unknown job 'nosuchjob'"),
+    (["predict", "--job", "nosuchjob", "--dataset", "mnist-small", "--limit", "10"], "unknown job 'nosuchjob'"),
+    (["predict", "--job", "TRAINED", "--dataset", "mnist-small", "--limit", "10", "--model", "lenet"],
+     "trained another model or task (network-a, classification)"),
+])
+def test_cli_errors_are_one_line_and_a_nonzero_exit(dep, trained, args, needle):
+    """These printed raw RpcError tracebacks."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [a.replace("TRAINED", trained["job"]) for a in args] + ["--config", str(dep.config_path)]
+    p = subprocess.run([sys.executable, "-m", "client.cli", *argv], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stdout == "", (p.returncode, p.stdout, p.stderr)
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("ss-engine: error: "), p.stderr
+    assert needle in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
 def _frames(h: dict, arrays=()) -> list:

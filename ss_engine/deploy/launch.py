@@ -2,14 +2,15 @@
 
 ``launch_local`` is what ``ss-engine up`` and ``ss-engine train`` (with no servers named)
 use.  Each process logs to ``<root>/logs/<name>.log`` and prints one ``READY`` line there
-once it listens; stopping sends SIGTERM, waits, then SIGKILL — always by pid, only the
-processes this launcher started.
+once it listens; stopping sends SIGTERM to all, waits, then SIGKILL — always by pid, only
+the processes this launcher started.  The processes also hold the launcher's lifeline
+(:mod:`.lifeline`): if the launcher dies in any way, kill -9 included, they stop within
+seconds, and those of an ``ephemeral`` deployment remove its folder.
 """
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..net.keys import keygen
 from .config import DeployConfig, load_config, local_config, write_config
+from .lifeline import Lifeline
 from .ports import free_ports
 
 __all__ = ["free_ports", "ProcessHandle", "LocalDeployment", "launch_local", "ensure_keys",
@@ -38,6 +40,7 @@ class ProcessHandle:
     argv: list
     log: Path
     proc: subprocess.Popen | None = None
+    pass_fds: tuple = ()
 
     @property
     def pid(self) -> int:
@@ -48,7 +51,8 @@ class ProcessHandle:
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                         pass_fds=self.pass_fds)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -72,22 +76,30 @@ class ProcessHandle:
         except FileNotFoundError:
             return ""
 
+    def terminate(self) -> None:
+        """SIGTERM (no wait); see :meth:`stop`."""
+        if self.alive():
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.terminate()
         try:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(grace)
+            self.proc.wait(max(0.0, grace))
         except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
+            self.kill9()
 
     def kill9(self) -> None:
         if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait(10)
 
 
@@ -96,6 +108,7 @@ class LocalDeployment:
     config: DeployConfig
     config_path: Path
     handles: dict = field(default_factory=dict)  # name -> ProcessHandle
+    lifeline: Lifeline | None = None
 
     def endpoints(self) -> dict:
         c = self.config
@@ -108,11 +121,20 @@ class LocalDeployment:
         h.start(_env())
         h.wait_ready(timeout)
 
-    def stop(self) -> None:
-        for name in ("server0", "server1", "dealer"):
-            h = self.handles.get(name)
-            if h is not None:
-                h.stop()
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to both servers at once, then to the dealer (a server stopping at its next
+        step may still need the dealer for this one); SIGKILL to any process still there
+        ``grace`` seconds after its SIGTERM."""
+        for group in (("server0", "server1"), ("dealer",)):
+            handles = [self.handles[n] for n in group if n in self.handles]
+            for h in handles:
+                h.terminate()
+            deadline = time.monotonic() + grace
+            for h in handles:
+                h.stop(deadline - time.monotonic())
+        if self.lifeline is not None:
+            self.lifeline.close()
+            self.lifeline = None
 
     def __enter__(self) -> "LocalDeployment":
         return self
@@ -131,12 +153,15 @@ def _env() -> dict:
 
 
 def launch_local(config: DeployConfig | str | os.PathLike | None = None, *, root=None,
-                 ready_timeout: float = 60.0, python: str | None = None, **overrides) -> LocalDeployment:
+                 ready_timeout: float = 60.0, python: str | None = None, ephemeral: bool = False,
+                 **overrides) -> LocalDeployment:
     """Start dealer, server 0 and server 1; returns once all three listen.
 
     ``config``: a DeployConfig, a config file, or None for a fresh loopback deployment under
     ``root`` (free ports; ``overrides`` go to :func:`local_config`).  Keys are made on first
     use.  On any failure every process already started is stopped before the error is raised.
+    The processes stop when this process ends, however it ends; with ``ephemeral`` (a
+    temporary folder of this run only) they then also remove the config's folder.
     """
     if config is None:
         if root is None:
@@ -152,13 +177,15 @@ def launch_local(config: DeployConfig | str | os.PathLike | None = None, *, root
     ensure_keys(cfg)
     py = python or sys.executable
     logs = cfg.path("logs")
-    dep = LocalDeployment(cfg, path)
+    dep = LocalDeployment(cfg, path, lifeline=Lifeline())
+    tail = dep.lifeline.child_args() + (["--ephemeral"] if ephemeral else [])
     specs = {"dealer": [py, "-m", "dealer", "--config", str(path)],
              "server0": [py, "-m", "servers", "--rank", "0", "--config", str(path)],
              "server1": [py, "-m", "servers", "--rank", "1", "--config", str(path)]}
     try:
         for name, argv in specs.items():
-            h = ProcessHandle(name, argv, logs / f"{name}.log")
+            h = ProcessHandle(name, argv + tail, logs / f"{name}.log",
+                              pass_fds=(dep.lifeline.read_fd,))
             dep.handles[name] = h
             h.start(_env())
         for h in dep.handles.values():
@@ -170,13 +197,14 @@ def launch_local(config: DeployConfig | str | os.PathLike | None = None, *, root
 
 
 def run_up(config=None, root="ss-engine-local") -> int:
-    """``ss-engine up``: start all three, print endpoints, stop them on Ctrl-C / SIGTERM."""
+    """``ss-engine up``: start all three, print endpoints, stop them on Ctrl-C, SIGTERM or
+    SIGHUP (and, through the lifeline, if this process is killed)."""
     dep = launch_local(config, root=None if config else root)
     stop = {"flag": False}
 
     def on_term(signum, frame):
         stop["flag"] = True
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         print(f"config   {dep.config_path}")
         for name, ep in dep.endpoints().items():
@@ -193,7 +221,8 @@ def run_up(config=None, root="ss-engine-local") -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         dep.stop()
         print("stopped dealer, server0, server1")
     return 0
