@@ -12,6 +12,8 @@ import pytest
 
 from ss_engine.deploy.config import ConfigError, load_config, local_config, write_config
 
+from .test_deploy_helpers import process_running
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,10 @@ def test_config_errors_are_clear(tmp_path, text, needle):
         load_config(tmp_path / "missing.toml")
 
 
-def test_up_starts_three_processes_and_stops_them_on_sigterm(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_up_starts_three_processes_and_they_end_with_it(tmp_path, sig):
+    """SIGTERM / SIGHUP stop ``up`` and its three processes; after kill -9 of ``up`` they
+    see their lifeline close and stop by themselves.  The folder (keys) is kept."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c",
                              "from ss_engine.deploy.launch import run_up; import sys; "
@@ -68,19 +73,20 @@ def test_up_starts_three_processes_and_stops_them_on_sigterm(tmp_path):
         assert "server0" in text and "dealer" in text and "Ctrl-C" in text, text
         pids += [int(w.rstrip(")")) for ln in lines for w in ln.split()[1:] if w.rstrip(")").isdigit()]
         assert len(pids) == 3
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=30)
-        assert "stopped dealer, server0, server1" in out
-        for pid in pids:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
+        if sig != signal.SIGKILL:
+            assert "stopped dealer, server0, server1" in out
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(process_running(p) for p in pids):
+            time.sleep(0.05)
+        assert not any(process_running(p) for p in pids), pids
         assert (tmp_path / "keys" / "server0.key_secret").stat().st_mode & 0o777 == 0o600
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         for pid in pids:  # the three children, should anything above have failed
-            try:
+            if process_running(pid):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+

@@ -2,6 +2,8 @@
 and the local-runtime reference a remote run must equal bit for bit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import zmq
 
@@ -70,6 +72,14 @@ class RawClient:
     def close(self):
         self.sock.close(linger=0)
         self.curve.close()
+
+
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie (a finished process its parent, maybe init, has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def ring_sum(r0: dict, r1: dict) -> dict:

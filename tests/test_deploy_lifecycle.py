@@ -18,6 +18,8 @@ import pytest
 
 from client.cli import main
 
+from .test_deploy_helpers import process_running
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,14 +42,6 @@ def _launched_by(folder: Path) -> list[int]:
             except OSError:
                 pass
     return pids
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")   # a zombie has finished; its parent (init) reaps it
 
 
 def _wait_for_training(proc: subprocess.Popen, tmp: Path, wait: float = 90.0) -> Path:
@@ -79,10 +73,10 @@ def test_killed_train_leaves_no_process_and_no_folder(tmp_path, record_property,
         assert len(pids) == 3, pids   # dealer, server 0, server 1
         os.kill(proc.pid, sig)
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 5 and (any(map(_running, pids)) or folder.exists()):
+        while time.monotonic() - t0 < 5 and (any(map(process_running, pids)) or folder.exists()):
             time.sleep(0.05)
         record_property("seconds_to_nothing_left", time.monotonic() - t0)
-        left = [p for p in pids if _running(p)]
+        left = [p for p in pids if process_running(p)]
         assert not left and not folder.exists(), (left, list(folder.rglob("*"))[:10])
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == code, (proc.returncode, err)
@@ -93,7 +87,7 @@ def test_killed_train_leaves_no_process_and_no_folder(tmp_path, record_property,
             proc.kill()
             proc.wait(10)
         for pid in pids:   # the processes our child started, should anything above have failed
-            if _running(pid):
+            if process_running(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
