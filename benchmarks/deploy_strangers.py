@@ -136,6 +136,7 @@ def handshake_seconds(strangers: int, before: int = 50, repeats: int = 5) -> lis
 def _train_seconds(steps: int, flood: bool) -> dict:
     from client.train import train_remote
     from ss_engine.deploy.launch import launch_local
+    from ss_engine.request import TrainRequest
     with tempfile.TemporaryDirectory(prefix="ss-strangers-") as root:
         dep = launch_local(root=root, checkpoint_every=1000)
         attacker = None
@@ -145,8 +146,9 @@ def _train_seconds(steps: int, flood: bool) -> dict:
                 known = {int(e.rsplit(":", 1)[1]) for e in (c.servers[0].client_endpoint, c.peer_bind)}
                 attacker = DataPortFlood(dep.handles["server0"].pid, known).start()
             t0 = time.perf_counter()
-            r = train_remote(dep.config, dataset="mnist-small", train_limit=32 * steps, test_limit=100,
-                             batch_size=32, secure_eval_limit=0, progress=False, timeout=600)
+            r = train_remote(dep.config, TrainRequest.build(
+                dataset="mnist-small", train_limit=32 * steps, test_limit=100, batch_size=32,
+                secure_eval=0, progress=False), timeout=600)
             wall = time.perf_counter() - t0
         finally:
             if attacker is not None:
