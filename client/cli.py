@@ -15,9 +15,10 @@ compare   the comparison table of every scheme
 
 Every argument is checked before any work starts.  An error ends the command with one
 line on stderr and exit code 2 (a bad argument, file or setting) or 1 (a failure on the
-way: servers, network, disk; SS_ENGINE_DEBUG=1 shows the traceback of an unexpected one).  Ctrl-C, SIGTERM and SIGHUP stop the servers
-the command started and remove its temporary folder, then end it with one line (exit
-130, 143, 129); if it is killed outright, those servers stop and clean up by themselves.
+way: servers, network, disk; SS_ENGINE_DEBUG=1 shows the traceback of an unexpected one).
+Ctrl-C, SIGTERM and SIGHUP stop the servers the command started and remove its temporary
+folder, then end it with one line (exit 130, 143, 129); if it is killed outright, those
+servers stop and clean up by themselves.
 """
 # This lives in client/ because it is the client's tool: ss_engine never imports the trust
 # domains or the baselines.

@@ -76,13 +76,16 @@ class ProcessHandle:
         except FileNotFoundError:
             return ""
 
-    def terminate(self) -> None:
-        """SIGTERM (no wait); see :meth:`stop`."""
+    def _signal(self, sig: int) -> None:
         if self.alive():
             try:
-                os.kill(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, sig)
             except ProcessLookupError:
-                pass
+                pass   # it has just exited
+
+    def terminate(self) -> None:
+        """SIGTERM (no wait); see :meth:`stop`."""
+        self._signal(signal.SIGTERM)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; reaps the process."""
@@ -95,11 +98,8 @@ class ProcessHandle:
             self.kill9()
 
     def kill9(self) -> None:
-        if self.alive():
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
             self.proc.wait(10)
 
 
