@@ -15,6 +15,7 @@ port, for as long as it runs (:class:`DataPortFlood`).  Measured:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
@@ -77,7 +78,7 @@ class DataPortFlood:
                 for _ in range(self.n):
                     s = socket.socket()
                     s.setblocking(False)
-                    if s.connect_ex((self.host, port)) not in (0, 115):   # 115: EINPROGRESS
+                    if s.connect_ex((self.host, port)) not in (0, errno.EINPROGRESS):
                         s.close()
                         break
                     self._socks.append(s)
