@@ -47,6 +47,13 @@ class ProtocolConfig:
         activations: exact while |x_i - x_j| < 2**(pool_cmp_bits-1) raw units, 2**23 (8.4
         million) in real units at f = 16 for the default 40.  Max-pooling dominates a CNN's
         comparisons, and their cost grows with the width.
+    cmp_block_bits, cmp_fan_in: the comparator circuit (``preprocessing.circuits``): its local
+        first level works on blocks of this many bits (the dealer supplies 2^b - b - 1
+        products of mask bits per block), and every further level is one round of gates of
+        at most ``cmp_fan_in`` inputs.  A comparison costs 2 + ceil(log_g ceil((m-1)/b))
+        rounds (with its bit-to-arithmetic conversion): 4 at m = 64 for the defaults.
+    and_fan_in: the widest AND gate of one round (max's AND over a candidate's k - 1
+        comparisons: one round for k <= 10 at the default 9; 2^g - g - 1 dealer rows).
     exp_iterations: squarings of the limit approximation exp(x) = (1 + x/2^n)^(2^n).
     recip_iterations: cap on Newton-Raphson steps for 1/x (the protocol picks the fewest
         steps that reach its target precision on the documented interval).
@@ -54,6 +61,9 @@ class ProtocolConfig:
 
     cmp_bits: int = 64
     pool_cmp_bits: int = 40
+    cmp_block_bits: int = 4
+    cmp_fan_in: int = 4
+    and_fan_in: int = 9
     exp_iterations: int = 8
     recip_iterations: int = 8
 
@@ -61,6 +71,11 @@ class ProtocolConfig:
         if not 8 <= self.cmp_bits <= 64 or not 8 <= self.pool_cmp_bits <= 64:
             raise ValueError(f"cmp_bits and pool_cmp_bits must be in [8, 64], got "
                              f"{self.cmp_bits}, {self.pool_cmp_bits}")
+        if not 1 <= self.cmp_block_bits <= 8 or not 2 <= self.cmp_fan_in <= 8:
+            raise ValueError(f"cmp_block_bits must be in [1, 8] and cmp_fan_in in [2, 8], got "
+                             f"{self.cmp_block_bits}, {self.cmp_fan_in}")
+        if not 2 <= self.and_fan_in <= 12:
+            raise ValueError(f"and_fan_in must be in [2, 12], got {self.and_fan_in}")
         if not 1 <= self.exp_iterations <= 16:
             raise ValueError("exp_iterations must be in [1, 16]")
         if not 1 <= self.recip_iterations <= 20:

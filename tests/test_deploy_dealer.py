@@ -138,7 +138,8 @@ def test_dealer_refuses_bad_requests_and_keeps_serving(dealer):
     with pytest.raises(ChannelClosed, match="party 0 receives no corrections"):
         l0._request({"type": "get", "seq": 1, "spec": MaskSpec((2,)).to_wire()})
     with pytest.raises(ChannelClosed, match="bad material spec"):
-        l1._request({"type": "get", "seq": 1, "spec": {"kind": "cmp", "n": 10**12, "bits": 64}})
+        l1._request({"type": "get", "seq": 1, "spec": {"kind": "cmp", "n": 10**12, "bits": 64,
+                                                                "block": 4, "fan_in": 4}})
     with pytest.raises(ChannelClosed, match="bad material spec"):
         l1._request({"type": "get", "seq": 1, "spec": {"kind": "nope"}})
     with pytest.raises(ChannelClosed, match="unknown job instance"):

@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ss_engine import kernels as K
-from ss_engine.kernels import _runtime, bits as kbits, conv as kconv, matmul as kmatmul
+from ss_engine.kernels import _runtime, bits as kbits, conv as kconv, gf2 as kgf2, matmul as kmatmul
+from ss_engine.kernels import select as kselect
+from ss_engine.preprocessing import circuits
 
 I64_MIN, I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 SPECIAL = np.array([0, 1, -1, I64_MIN, I64_MAX, I64_MIN + 1, I64_MAX - 1, 1 << 32, -(1 << 32),
@@ -286,6 +288,132 @@ def test_bits_reject_bad_input():
         K.unpack_bits(np.zeros((1, 1), np.int64), 10)
 
 
+# ------------------------------------------------------------------------------- GF(2) circuits
+
+
+def words_array(rng, rows, words) -> np.ndarray:
+    return rng.integers(0, 2**64 - 1, (rows, words), dtype=np.uint64, endpoint=True)
+
+
+@HYP
+@given(data=st.data(), nb=st.integers(1, 12), n_pairs=st.integers(0, 40), words=st.integers(0, 9))
+def test_and_nodes_match_numpy(data, nb, n_pairs, words):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    pairs = np.array([[rng.integers(0, nb + k), rng.integers(0, nb)] for k in range(n_pairs)],
+                     dtype=np.int64).reshape(-1, 2)
+    base = words_array(rng, nb, words)
+    got = K.and_nodes(base, pairs)
+    assert got.dtype == np.uint64 and got.shape == (n_pairs, words)
+    np.testing.assert_array_equal(got, K.and_nodes_np(base, pairs))
+    with pytest.raises(ValueError):
+        K.and_nodes(base, np.array([[nb + n_pairs, 0]], dtype=np.int64))
+    with pytest.raises(TypeError):
+        K.and_nodes(base.view(np.int64), pairs)
+
+
+@st.composite
+def gf2_level(draw):
+    """A random level: groups of 0..6 public rows, entries over all four sources."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_pub, n_out = draw(st.integers(1, 10)), draw(st.integers(1, 6))
+    counts = {1: draw(st.integers(1, 5)), 2: draw(st.integers(1, 8)), 3: draw(st.integers(1, 12))}
+    sizes = [draw(st.integers(0, 6)) for _ in range(draw(st.integers(1, 5)))]
+    rows = np.full((len(sizes), max(sizes + [1])), -1, dtype=np.int64)
+    entries, start = [], [0]
+    for g, n in enumerate(sizes):
+        rows[g, :n] = rng.integers(0, n_pub, n)
+        for _ in range(draw(st.integers(0, 12))):
+            src = int(rng.integers(0, 4))
+            entries.append((int(rng.integers(0, 1 << n)), src,
+                            int(rng.integers(0, counts[src])) if src else 0, int(rng.integers(0, n_out))))
+        start.append(len(entries))
+    return (n_pub, counts, rows, np.array(sizes, dtype=np.int64), np.array(start, dtype=np.int64),
+            np.array(entries, dtype=np.int64).reshape(-1, 4), n_out, rng)
+
+
+@HYP
+@given(level=gf2_level(), words=st.integers(0, 300), rank0=st.booleans())
+def test_xor_terms_match_numpy(level, words, rank0):
+    n_pub, counts, rows, sizes, start, entries, n_out, rng = level
+    pub = words_array(rng, n_pub, words)
+    srcs = [words_array(rng, counts[i], words) for i in (1, 2, 3)]
+    args = (pub, *srcs, rows, sizes, start, entries, n_out, rank0)
+    got = K.xor_terms(*args)
+    assert got.dtype == np.uint64 and got.shape == (n_out, words)
+    np.testing.assert_array_equal(got, K.xor_terms_np(*args))
+
+
+@pytest.mark.parametrize("driver", [kgf2._xor_terms_par, kgf2._xor_terms_ser])
+@pytest.mark.parametrize("circuit", [circuits.comparator(64, 4, 4), circuits.comparator(40, 8, 8),
+                                     circuits.comparator(64, 2, 2), circuits.and_tree(9, 9)])
+@pytest.mark.parametrize("words", [1, 255, 700])
+def test_xor_terms_drivers_on_circuit_levels(driver, circuit, words):
+    """Both drivers, whatever the size threshold picks, on every level of real circuits."""
+    rng = np.random.default_rng(words)
+    levels = ([circuit.local] if circuit.local is not None else []) + list(circuit.rounds)
+    for lv in levels:
+        n_pub = int(lv.group_rows.max()) + 1 if lv.group_rows.size else 1
+        pub, x_in = words_array(rng, n_pub, words), words_array(rng, 80, words)
+        singles, prods = words_array(rng, lv.n_base, words), words_array(rng, lv.n_products, words)
+        args = (pub, x_in, singles, prods, lv.group_rows, lv.group_sizes, lv.group_start, lv.entries)
+        width = int(lv.group_sizes.max())
+        for rank0 in (True, False):
+            out = np.zeros((lv.n_out, words), dtype=np.int64)
+            driver(*(a.view(np.int64) if a.dtype == np.uint64 else a for a in args), rank0, out,
+                   width, kgf2.chunk_words(width))
+            np.testing.assert_array_equal(out.view(np.uint64), K.xor_terms_np(*args, lv.n_out, rank0))
+
+
+def test_xor_terms_rejects_bad_input():
+    lv = circuits.and_tree(3, 3).rounds[0]
+    ok = np.zeros((3, 2), dtype=np.uint64)
+    tables = (lv.group_rows, lv.group_sizes, lv.group_start, lv.entries, lv.n_out, True)
+    with pytest.raises(TypeError):
+        K.xor_terms(ok.view(np.int64), None, ok, ok, *tables)
+    with pytest.raises(ValueError):
+        K.xor_terms(ok, None, np.zeros((3, 5), dtype=np.uint64), ok, *tables)
+    with pytest.raises(TypeError):
+        K.xor_terms(ok, None, ok, ok, lv.group_rows, lv.group_sizes, lv.group_start,
+                    lv.entries[:, :3], lv.n_out, True)
+
+
+@HYP
+@given(data=st.data(), n=st.integers(0, 70), w=st.integers(1, 5), two=st.booleans(),
+       rank0=st.booleans())
+def test_bit_select_matches_numpy(data, n, w, two, rank0):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shape = (n, w)
+    e = rng.integers(0, 2, n).astype(np.int64)
+    terms = []
+    for i in range(2 if two else 1):
+        k = data.draw(st.sampled_from([1, -1, 3, I64_MAX, I64_MIN]), label=f"k{i}")
+        c = ring_array(data, shape, f"c{i}") if data.draw(st.booleans(), label=f"array{i}") else None
+        terms.append((k, c, ring_array(data, shape, f"u{i}"), ring_array(data, shape, f"w{i}")))
+    args = (e, ring_array(data, (n,), "rho"), ring_array(data, shape, "pub"), terms, rank0)
+    got = K.bit_select(*args)
+    assert got.dtype == np.int64 and got.shape == shape
+    np.testing.assert_array_equal(got, K.bit_select_np(*args))
+
+
+def test_bit_select_is_the_product_by_the_bit():
+    """Shares of y b reconstruct to y * (e XOR rho) for 0/1 rho, both coefficient kinds."""
+    rng = np.random.default_rng(7)
+    n, w = 300, 3
+    e, rho = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    u1, u2, k = (rng.integers(I64_MIN, I64_MAX, (n, w)) for _ in range(3))
+    pub = rng.integers(I64_MIN, I64_MAX, (n, w))
+    y = pub + k * u1 - u2
+    split = lambda v: (lambda a: (a, v - a))(rng.integers(I64_MIN, I64_MAX, v.shape))  # noqa: E731
+    sh = [split(v) for v in (rho, u1, u2, u1 * rho[:, None], u2 * rho[:, None])]
+    out = [K.bit_select(e, sh[0][p], pub, [(1, k, sh[1][p], sh[3][p]), (-1, None, sh[2][p], sh[4][p])],
+                        p == 0) for p in (0, 1)]
+    np.testing.assert_array_equal(out[0] + out[1], y * (e ^ rho)[:, None])
+    with pytest.raises(ValueError):
+        K.bit_select(e, rho, pub, [], True)
+    with pytest.raises(TypeError):
+        K.bit_select(e, rho, pub, [(1, None, u1[:, :1], u1)], True)
+
+
 # ------------------------------------------------------------------------------- threading
 
 
@@ -413,7 +541,7 @@ def test_every_kernel_has_a_numpy_twin_with_the_same_signature():
 
 def test_numba_functions_are_cached_and_entry_points_release_the_gil():
     found = 0
-    for mod in (kmatmul, kconv, kbits):
+    for mod in (kmatmul, kconv, kbits, kgf2, kselect):
         for name, obj in vars(mod).items():
             if isinstance(obj, numba.core.registry.CPUDispatcher):
                 found += 1

@@ -123,7 +123,7 @@ def test_openings_are_reused_and_untruncated_operands_truncated_once():
     assert c[0] == (1, 8 * (x.size + w.size))
     assert c[1][0] == 2 and c[1][1] - c[0][1] == 8 * 2 * d.size     # both operands of dd opened
     assert c[2][0] == 4 and c[2][1] - c[1][1] == 8 * 2 * d.size     # its truncation, its opening
-    assert c[3][0] == 11
+    assert c[3][0] == 8
     assert c[4] == c[3]
     dq = 4 * d * d
     assert np.abs(z - x @ w.T).max() <= 4 * U

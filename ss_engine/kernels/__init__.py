@@ -9,6 +9,9 @@ truncation's loops, which run on every tensor of a training step.
 * :mod:`.conv`    ``im2col`` (and ``im2col_t``, its transpose), ``col2im`` (torch weight
   layout), ``conv_output_hw``
 * :mod:`.bits`    ``pack_bits``, ``unpack_bits``, ``bit_slices``, ``from_bit_slices``
+* :mod:`.gf2`     ``and_nodes`` (the dealer's mask products), ``xor_terms`` (one level of
+  the comparison's GF(2) circuits on bit-sliced words)
+* :mod:`.select`  ``bit_select`` (a bit-to-arithmetic conversion's select in one pass)
 * :mod:`.trunc`   ``trunc_split``, ``trunc_open_parts`` (the exact truncation's one-pass loops)
 * :mod:`._runtime`  threading layer and per-call scheduling (``runtime_info``); importing
   this package selects the threading layer, see that module's docstring.
@@ -17,8 +20,10 @@ from ._runtime import NUM_THREADS_ENV, KernelRuntimeInfo, runtime_info
 from .bits import (bit_slices, bit_slices_np, from_bit_slices, from_bit_slices_np, pack_bits,
                    pack_bits_np, unpack_bits, unpack_bits_np, words_for)
 from .conv import col2im, col2im_np, conv_output_hw, im2col, im2col_np, im2col_t, im2col_t_np
+from .gf2 import and_nodes, and_nodes_np, xor_terms, xor_terms_np
 from .matmul import (ring_matmul, ring_matmul_any, ring_matmul_any_np, ring_matmul_batched,
                      ring_matmul_batched_np, ring_matmul_np)
+from .select import bit_select, bit_select_np
 from .trunc import trunc_open_parts, trunc_open_parts_np, trunc_split, trunc_split_np
 
 __all__ = [
@@ -31,6 +36,10 @@ __all__ = [
     # bit packing / slicing
     "pack_bits", "pack_bits_np", "unpack_bits", "unpack_bits_np",
     "bit_slices", "bit_slices_np", "from_bit_slices", "from_bit_slices_np", "words_for",
+    # GF(2) circuits
+    "and_nodes", "and_nodes_np", "xor_terms", "xor_terms_np",
+    # bit-to-arithmetic select
+    "bit_select", "bit_select_np",
     # truncation
     "trunc_split", "trunc_split_np", "trunc_open_parts", "trunc_open_parts_np",
     # runtime

@@ -35,6 +35,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from ..preprocessing.circuits import MAX_BLOCK_BITS, MAX_FAN_IN
 from ..preprocessing.source import CorrectionLink
 from ..preprocessing.specs import RING, ItemRef, MaterialSpec, shift_spec, spec_from_wire
 from ..prg import SEED_BYTES
@@ -70,7 +71,9 @@ def check_spec(spec: MaterialSpec, max_elements: int = MAX_ITEM_ELEMENTS, depth:
             n *= s
         if n > max_elements:
             raise ValueError(f"field {f.name} of {n} elements exceeds the cap {max_elements}")
-    for name, lo, hi in (("bits", 1, 64), ("frac_bits", 0, 62), ("fan_out", 1, 64), ("n", 0, max_elements)):
+    for name, lo, hi in (("bits", 1, 64), ("frac_bits", 0, 62), ("fan_out", 1, 64), ("n", 0, max_elements),
+                         ("block", 1, MAX_BLOCK_BITS), ("fan_in", 2, MAX_FAN_IN), ("inputs", 1, 1 << 12),
+                         ("words", 0, max_elements)):
         v = getattr(spec, name, None)
         if v is not None and not lo <= v <= hi:
             raise ValueError(f"{spec.kind} spec: {name}={v} outside [{lo}, {hi}]")

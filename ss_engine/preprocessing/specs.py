@@ -22,11 +22,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .. import kernels
+from . import circuits
 from .bilinear import BILINEAR_OPS, apply_bilinear
 
 __all__ = [
     "Field", "ItemRef", "MaterialSpec", "MaskSpec", "ProductSpec", "TruncSpec", "CmpSpec",
-    "AndSpec", "BitSpec", "spec_from_wire", "words_for", "shift_spec",
+    "AndTreeSpec", "AndSpec", "BitSpec", "spec_from_wire", "words_for", "shift_spec",
 ]
 
 RING, WORDS = "ring", "words"
@@ -161,30 +162,97 @@ class TruncSpec(MaterialSpec):
         return {"kind": self.kind, "shape": list(self.shape), "frac_bits": self.frac_bits}
 
 
+def _check_ranges(spec, **bounds) -> None:
+    """ValueError unless every named field is an int within its [lo, hi] (checked before a
+    spec builds its circuit, whose size grows as 2^block and 2^fan_in)."""
+    for name, (lo, hi) in bounds.items():
+        v = getattr(spec, name)
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"{spec.kind} spec: {name}={v!r} outside [{lo}, {hi}]")
+
+
+def _round_fields(circuit: circuits.Circuit, words: int, name: str, what) -> tuple[Field, ...]:
+    return tuple(Field(f"{name}{i}", (what(lv), words), WORDS) for i, lv in enumerate(circuit.rounds, 1))
+
+
+def _round_products(circuit: circuits.Circuit, values) -> dict[str, np.ndarray]:
+    return {f"p{i}": kernels.and_nodes(values[f"a{i}"], lv.pairs)
+            for i, lv in enumerate(circuit.rounds, 1)}
+
+
 @dataclass(frozen=True)
 class CmpSpec(MaterialSpec):
-    """Comparison mask: r (additive), the bits of r mod 2^bits bit-sliced and XOR-shared, and
-    the ANDs of adjacent bit pairs r_2j & r_2j+1 below the top bit (``r_pairs``), which make
-    the comparator's first level local."""
+    """Comparison material for n values in Z_2^bits, for the comparator of
+    ``preprocessing.circuits`` with ``block``-bit blocks and fan-in at most ``fan_in``:
+    the mask r (additive); the bits of r mod 2^bits, bit-sliced and XOR-shared (``r_bits``);
+    the ANDs of every two or more bits of each block of the low bits (``r_mono``), which
+    make the first level local; and for each round of the tree the masks of the bits it
+    opens (``a1``, ``a2``, ...: from the seeds, no dealer bytes) and the products of masks
+    its gates need (``p1``, ``p2``, ...)."""
 
     n: int
     bits: int
+    block: int = 4
+    fan_in: int = 4
     kind = "cmp"
 
+    def __post_init__(self):
+        _check_ranges(self, n=(0, 1 << 40), bits=(2, 64), block=(1, circuits.MAX_BLOCK_BITS),
+                      fan_in=(2, circuits.MAX_FAN_IN))
+
+    def circuit(self) -> circuits.Circuit:
+        return circuits.comparator(self.bits, self.block, self.fan_in)
+
     def random_fields(self):
-        return (Field("r", (self.n,), RING),)
+        return (Field("r", (self.n,), RING),) + _round_fields(
+            self.circuit(), words_for(self.n), "a", lambda lv: lv.n_vars)
 
     def corrected_fields(self):
-        return (Field("r_bits", (self.bits, words_for(self.n)), WORDS),
-                Field("r_pairs", ((self.bits - 1) // 2, words_for(self.n)), WORDS))
+        c, w = self.circuit(), words_for(self.n)
+        return (Field("r_bits", (self.bits, w), WORDS),
+                Field("r_mono", (c.local.n_products, w), WORDS)) + _round_fields(
+            c, w, "p", lambda lv: lv.n_products)
 
     def compute(self, values, resolve):
+        c = self.circuit()
         r_bits = kernels.bit_slices(values["r"], self.bits)
-        pairs = (self.bits - 1) // 2
-        return {"r_bits": r_bits, "r_pairs": r_bits[0:2 * pairs:2] & r_bits[1:2 * pairs:2]}
+        return {"r_bits": r_bits, "r_mono": kernels.and_nodes(r_bits, c.local.pairs),
+                **_round_products(c, values)}
 
     def to_wire(self):
-        return {"kind": self.kind, "n": self.n, "bits": self.bits}
+        return {"kind": self.kind, "n": self.n, "bits": self.bits, "block": self.block,
+                "fan_in": self.fan_in}
+
+
+@dataclass(frozen=True)
+class AndTreeSpec(MaterialSpec):
+    """Material for the AND of ``inputs`` XOR-shared rows of ``words`` words each, in
+    rounds of multi-input gates of at most ``fan_in`` (``preprocessing.circuits.and_tree``):
+    per round the masks of the rows it opens (``a1``, ...) and the products of every two or
+    more masks of a gate (``p1``, ...)."""
+
+    words: int
+    inputs: int
+    fan_in: int
+    kind = "and_tree"
+
+    def __post_init__(self):
+        _check_ranges(self, words=(0, 1 << 34), inputs=(1, 1 << 12), fan_in=(2, circuits.MAX_FAN_IN))
+
+    def circuit(self) -> circuits.Circuit:
+        return circuits.and_tree(self.inputs, self.fan_in)
+
+    def random_fields(self):
+        return _round_fields(self.circuit(), self.words, "a", lambda lv: lv.n_vars)
+
+    def corrected_fields(self):
+        return _round_fields(self.circuit(), self.words, "p", lambda lv: lv.n_products)
+
+    def compute(self, values, resolve):
+        return _round_products(self.circuit(), values)
+
+    def to_wire(self):
+        return {"kind": self.kind, "words": self.words, "inputs": self.inputs, "fan_in": self.fan_in}
 
 
 @dataclass(frozen=True)
@@ -267,7 +335,9 @@ def spec_from_wire(d) -> MaterialSpec:
         if kind == "trunc":
             return TruncSpec(_shape(d["shape"]), int(d["frac_bits"]))
         if kind == "cmp":
-            return CmpSpec(int(d["n"]), int(d["bits"]))
+            return CmpSpec(int(d["n"]), int(d["bits"]), int(d["block"]), int(d["fan_in"]))
+        if kind == "and_tree":
+            return AndTreeSpec(int(d["words"]), int(d["inputs"]), int(d["fan_in"]))
         if kind == "and":
             return AndSpec(_shape(d["shape"]), int(d["fan_out"]))
         if kind == "bit":

@@ -8,7 +8,7 @@ Every docstring states rounds and bytes sent per party.
 """
 from .beaver import (MaskedOperand, conv2d_ss, mask_and_open, matmul_masked, matmul_ss, mul_masked,
                      mul_ss, product_share, square_s)
-from .binary import and_fanout_ss, and_ss
+from .binary import and_ss, and_tree_ss
 from .compare import (argmax_s, b2a_s, b2a_select_s, drelu_s, lt_ss, max_s, msb_xor_s, relu_s)
 from .forms import FormTerm, LinearForm, form_mul
 from .nonlinear import exp_s, reciprocal_s, softmax_s
@@ -19,7 +19,7 @@ from .truncation import trunc_many_s, trunc_s
 
 __all__ = [
     "MaskedOperand", "mask_and_open", "product_share", "matmul_masked", "mul_masked", "mul_ss",
-    "matmul_ss", "conv2d_ss", "square_s", "and_ss", "and_fanout_ss", "msb_xor_s", "b2a_s",
+    "matmul_ss", "conv2d_ss", "square_s", "and_ss", "and_tree_ss", "msb_xor_s", "b2a_s",
     "b2a_select_s", "drelu_s", "relu_s", "lt_ss", "max_s", "argmax_s", "FormTerm", "LinearForm",
     "form_mul", "exp_s", "reciprocal_s", "softmax_s", "open_many", "reveal_s", "trunc_s",
     "trunc_many_s", "trunc_relu_s", "trunc_mask_open_s", "Scheduler", "StepPlan", "gather",

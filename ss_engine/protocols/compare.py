@@ -1,26 +1,32 @@
 """Secure comparison: MSB / DReLU / ReLU / max / argmax with dealer material.
 
 ``msb_xor_s`` (most significant bit in Z_2^m, m = ``ProtocolConfig.cmp_bits``):
-  1. Dealer: mask r (seed-expanded), the m bits of r mod 2^m, bit-sliced and XOR-shared,
-     and the ANDs of adjacent pairs of the low m-1 bits, r_2j & r_2j+1.
+  1. Dealer (``CmpSpec``): mask r (seed-expanded); the m bits of r mod 2^m, bit-sliced and
+     XOR-shared; the ANDs of every two or more bits of each b-bit block of the m - 1 low
+     bits (b = ``cmp_block_bits``); the masks and mask products of the tree's gates.
   2. Open c = x + r mod 2^m (1 round, 8 bytes per element per party).
-  3. x = c - r, so msb(x) = c_{m-1} ^ r_{m-1} ^ [c_low < r_low] over the m-1 low bits.
-     [c_low < r_low] with public c is a log-depth tree on bit-packed words: leaves
-     lt_i = ~c_i & r_i and eq_i = ~(c_i ^ r_i) are local; each level combines
-     (hi, lo) -> (lt_hi ^ (eq_hi & lt_lo), eq_hi & eq_lo).  On the first level every AND
-     has a public factor except r_lo & r_hi, which the dealer supplies, so it is local;
-     each further level is one fan-out-2 AND round (eq_hi opened once):
-     ceil(log2(ceil((m-1)/2))) rounds, 5 for m = 64.
-  Exact for every x with |x| < 2^(m-1), i.e. every ring element for m = 64.
-``b2a_select_s``: dealer bit rho shared both ways; open e = b ^ rho (1 round, 1 bit per
-element); [b] = e + (1 - 2e)[rho].  Each secret y to be multiplied by b was masked and
-opened in step 2 (Y - A), and the dealer supplies A*rho, so y*b = e*y + (1-2e)(D rho + A rho)
-costs no further round (the select fused into the B2A).
-DReLU / ReLU: 1 + 5 + 1 = 7 rounds for m = 64.  Bytes per element per party: 8 (c) + 8
-per fused multiplicand + 3 bits per tree node from the second level on + 1 bit, about
-8 + 8 + 12 + 1.
+  3. x = c - r, so msb(x) = c_{m-1} ^ r_{m-1} ^ [c_low < r_low] over the m - 1 low bits, a
+     GF(2) circuit (``preprocessing.circuits``): a block's (LT, EQ) is a polynomial in its
+     r bits with public coefficients (from NOT c), so the first level is local; then
+     ceil(log_g ceil((m-1)/b)) rounds of multi-input gates (g = ``cmp_fan_in``), each
+     opening its inputs masked by fresh dealer bits, d = v ^ a, and evaluating
+     LT = XOR_j LT_j prod_{k>j} EQ_k (and EQ = prod_j EQ_j where a parent uses it) from the
+     public d's and the dealer's shares of the mask products (``binary.circuit_rounds``).
+     m = 64, b = g = 4: 16 blocks, then 2 rounds opening 27 and 6 bits per element.
+  Exact for every x with |x| < 2^(m-1), i.e. every ring element for m = 64: each level
+  computes its boolean function exactly whatever its inputs (no probabilistic step).
+``b2a_s``: dealer bit rho shared both ways; open e = b ^ rho (1 round, 1 bit per element);
+[b] = e + (1 - 2e)[rho].  ``bit_mul`` multiplies it by a linear form y (the masked opening
+of step 2, a truncation result) with the dealer's products [u rho] of y's items, in one
+pass (``kernels.bit_select``): the select is fused into the B2A, no further round.
+DReLU / ReLU: 1 + 2 + 1 = 4 rounds for m = 64 (7 with b = g = 2, the classic pair tree).
+Bytes per element per party: 8 (c) + 8 per fused multiplicand + 33 bits (tree) + 1 bit,
+about 8 + 8 + 4.1 + 0.1 (the pair tree: 92 bits, 11.5 bytes).  Dealer bytes per element,
+to party 1 only: 64 + 169 + 81 + 15 = 329 bits of tree material (41 bytes; pair tree: 156,
+19.5) + 8 (rho) + 8 per select (A rho).
+A party sees c (uniform: so is r), the d's (uniform: fresh a's) and e (uniform: rho is).
 References: Catrina & de Hoogh (2010) comparison with a masked opening; ABY (Demmler et
-al. 2015) bit injection; the tree is the standard log-depth comparator.
+al. 2015) bit injection; ABY2.0 (Patra et al. 2021) multi-input AND gates in one round.
 """
 from __future__ import annotations
 
@@ -31,14 +37,15 @@ import numpy as np
 from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.source import Material
+from ..preprocessing.specs import CmpSpec
 from .beaver import MaskedOperand, mask_and_open, mul_masked
-from .binary import and_fanout_ss, and_ss, open_words
-from .forms import FormTerm, LinearForm, form_mul
+from .binary import and_tree_ss, circuit_rounds, eval_level, open_words
+from .forms import FormTerm, LinearForm
 from .rounds import open_ring
 
-__all__ = ["cmp_prepare", "cmp_finish", "msb_xor_s", "b2a_s", "b2a_select_s", "flip_xor", "drelu_s",
-           "drelu_form_s", "relu_s", "relu_form_s", "lt_ss", "lt_form_s", "max_s", "argmax_s",
-           "pack_bits", "unpack_bits"]
+__all__ = ["cmp_prepare", "cmp_finish", "msb_xor_s", "b2a_s", "bit_mul", "b2a_select_s", "flip_xor",
+           "drelu_s", "drelu_form_s", "relu_s", "relu_form_s", "lt_ss", "lt_form_s", "max_s",
+           "argmax_s", "pack_bits", "unpack_bits"]
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -58,51 +65,13 @@ def flip_xor(ctx: PartyContext, words: np.ndarray) -> np.ndarray:
     return words ^ _ONES if ctx.rank == 0 else words
 
 
-def _less_than_public(ctx: PartyContext, c_bits: np.ndarray, r_bits: np.ndarray,
-                      r_pairs: np.ndarray):
-    """XOR share of [c < r] over the rows (LSB first) of public c and shared r (bit-sliced);
-    ``r_pairs`` row j = r_2j & r_2j+1 (dealer), which makes the first level local."""
-    rows = c_bits.shape[0]
-    nc = ~c_bits
-    # first level, per pair (lo, hi) = (2j, 2j+1), with C = ~c public and p = r_lo & r_hi:
-    #   lt' = lt_hi ^ (eq_hi & lt_lo) = (C_hi & r_hi) ^ (C_lo & (p ^ (C_hi & r_lo)))
-    #   eq' = eq_hi & eq_lo = p ^ (C_lo & r_hi) ^ (C_hi & r_lo) ^ (C_hi & C_lo)
-    # (eq_i = r_i ^ C_i, lt_i = C_i & r_i): linear in the shares, no round.
-    pairs = rows // 2
-    lo, hi = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
-    c_lo, c_hi, r_lo, r_hi = nc[lo], nc[hi], r_bits[lo], r_bits[hi]
-    lt = (c_hi & r_hi) ^ (c_lo & (r_pairs ^ (c_hi & r_lo)))
-    eq = r_pairs ^ (c_lo & r_hi) ^ (c_hi & r_lo)
-    if ctx.rank == 0:
-        eq ^= c_hi & c_lo
-    if rows % 2:  # the top row has no partner: its leaf goes up as it is
-        lt = np.concatenate([lt, nc[rows - 1:] & r_bits[rows - 1:]])
-        eq = np.concatenate([eq, r_bits[rows - 1:] ^ nc[rows - 1:] if ctx.rank == 0
-                             else r_bits[rows - 1:]])
-    while lt.shape[0] > 1:
-        rows = lt.shape[0]
-        pairs = rows // 2
-        hi, lo = slice(1, 2 * pairs, 2), slice(0, 2 * pairs, 2)
-        final = pairs + rows % 2 == 1
-        if final:
-            carry = yield from and_ss(ctx, eq[hi], lt[lo], "cmp_tree")
-            new_lt, new_eq = lt[hi] ^ carry, None
-        else:
-            carry, both_eq = yield from and_fanout_ss(ctx, eq[hi], [lt[lo], eq[lo]], "cmp_tree")
-            new_lt, new_eq = lt[hi] ^ carry, both_eq
-        if rows % 2:
-            new_lt = np.concatenate([new_lt, lt[rows - 1:]])
-            new_eq = np.concatenate([new_eq, eq[rows - 1:]]) if new_eq is not None else None
-        lt, eq = new_lt, new_eq
-    return lt[0]
-
-
 def cmp_prepare(ctx: PartyContext, x: np.ndarray, bits: int | None = None
                 ) -> tuple[Material, np.ndarray, int]:
     """Fetch comparison material for x; return it with this party's share of x + r."""
-    m = ctx.config.protocol.cmp_bits if bits is None else int(bits)
+    pc = ctx.config.protocol
+    m = pc.cmp_bits if bits is None else int(bits)
     flat = np.ascontiguousarray(x, dtype=np.int64).ravel()
-    mat = ctx.source.cmp(flat.size, m)
+    mat = ctx.source.fetch(CmpSpec(flat.size, m, pc.cmp_block_bits, pc.cmp_fan_in))
     return mat, flat + mat["r"], m
 
 
@@ -112,7 +81,10 @@ def cmp_finish(ctx: PartyContext, mat: Material, c: np.ndarray, m: int):
         c = c & np.int64((1 << m) - 1)
     c_bits = kernels.bit_slices(c, m)
     r_bits = mat["r_bits"]
-    borrow = yield from _less_than_public(ctx, c_bits[: m - 1], r_bits[: m - 1], mat["r_pairs"])
+    circuit = mat.spec.circuit()
+    # level 0 is local: the public words are NOT c, the masks r's bits and their products
+    tree = eval_level(ctx, circuit.local, ~c_bits[: m - 1], None, r_bits, mat["r_mono"])
+    borrow = (yield from circuit_rounds(ctx, circuit, tree, mat, "cmp_tree"))[0]
     msb = borrow ^ r_bits[m - 1]
     return msb ^ c_bits[m - 1] if ctx.rank == 0 else msb
 
@@ -139,6 +111,33 @@ def b2a_s(ctx: PartyContext, bit_words: np.ndarray, n: int):
     return LinearForm(e, (FormTerm(1 - 2 * e, rho, "a", is_bit=True),))
 
 
+def bit_mul(ctx: PartyContext, bit: LinearForm, y: LinearForm) -> np.ndarray:
+    """This party's share of y * b for a B2A bit b = e + (1 - 2e)[rho] (``b2a_s``) and a
+    linear form y of at most two terms whose leading axis is b's (the bit broadcasts over
+    the trailing ones): the dealer's products [u rho] of y's items, then one pass
+    (``kernels.bit_select``).  The same shares, from the same items, as ``form_mul(ctx, y,
+    bit)``.  Rounds: 0."""
+    e, (term,) = bit.public, bit.terms
+    rho = term.material
+    shape, n = y.public.shape, e.shape[0]
+    if shape[:1] != (n,):
+        raise ValueError(f"select operand has {shape[:1]} rows, expected {n}")
+
+    def rows(v):
+        v = np.asarray(v, dtype=np.int64)
+        v = v.reshape(v.shape + (1,) * (len(shape) - v.ndim)) if 0 < v.ndim < len(shape) else v
+        return np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(n, -1)
+
+    terms = []
+    for t in y.terms:
+        prod = ctx.source.product("mul", t.material.ref(t.field), rho.ref("a"), shape)["c"]
+        scalar = np.ndim(t.coeff) == 0
+        terms.append((int(t.coeff) if scalar else 1, None if scalar else rows(t.coeff),
+                      rows(t.value()), rows(prod)))
+    out = kernels.bit_select(e, rho["a"], rows(y.public), terms, ctx.rank == 0)
+    return out.reshape(shape)
+
+
 def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
                  selects: Sequence[MaskedOperand] = ()):
     """Arithmetic shares (integer 0/1) of n XOR-shared bits, and b * y for each opened y.
@@ -146,29 +145,18 @@ def b2a_select_s(ctx: PartyContext, bit_words: np.ndarray, n: int,
     y has shape (n, ...); the bit broadcasts over y's trailing axes.  Rounds: 1.
     """
     form = yield from b2a_s(ctx, bit_words, n)
-    e, (term,) = form.public, form.terms
-    rho, one_minus_2e = term.material, term.coeff
-    b = form.share(ctx.rank)
-    outs = []
-    for y in selects:
-        if y.shape[0] != n:
-            raise ValueError(f"select operand has {y.shape[0]} rows, expected {n}")
-        prod = ctx.source.product("mul", y.mask.ref("a"), rho.ref("a"), y.shape)
-        trail = (1,) * (len(y.shape) - 1)
-        y_rho = y.masked * rho["a"].reshape((n,) + trail) + prod["c"]
-        outs.append(e.reshape((n,) + trail) * y.share + one_minus_2e.reshape((n,) + trail) * y_rho)
-    return b, outs
+    return form.share(ctx.rank), [bit_mul(ctx, form, LinearForm.of_masked(y)) for y in selects]
 
 
 def drelu_form_s(ctx: PartyContext, x: np.ndarray, bits: int | None = None):
-    """[x >= 0] (flattened) as a ``LinearForm`` (see ``b2a_s``).  Rounds: 7 (m = 64)."""
+    """[x >= 0] (flattened) as a ``LinearForm`` (see ``b2a_s``).  Rounds: 4 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     msb, _ = yield from msb_xor_s(ctx, x, bits=bits)
     return (yield from b2a_s(ctx, flip_xor(ctx, msb), x.size))
 
 
 def drelu_s(ctx: PartyContext, x: np.ndarray):
-    """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 7 (m = 64)."""
+    """[x >= 0] as integer 0/1 shares, same shape as x.  Rounds: 4 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     return (yield from drelu_form_s(ctx, x)).share(ctx.rank).reshape(x.shape)
 
@@ -177,30 +165,30 @@ def relu_form_s(ctx: PartyContext, x: np.ndarray, x_form: LinearForm | None = No
                 bits: int | None = None):
     """(max(x, 0) share, [x >= 0] as a flat ``LinearForm``).  x is masked and opened in the
     comparison's first message (unless ``x_form``, x as a linear form of the same flat
-    shape, is given), so the select costs no round.  Rounds: 7 (m = 64)."""
+    shape, is given), so the select costs no round.  Rounds: 4 (m = 64)."""
     x = np.asarray(x, dtype=np.int64)
     msb, opened = yield from msb_xor_s(ctx, x, extra=[] if x_form is not None else [x.ravel()],
                                        bits=bits)
     b = yield from b2a_s(ctx, flip_xor(ctx, msb), x.size)
     xf = x_form if x_form is not None else LinearForm.of_masked(opened[0])
-    return form_mul(ctx, xf, b).reshape(x.shape), b
+    return bit_mul(ctx, b, xf).reshape(x.shape), b
 
 
 def relu_s(ctx: PartyContext, x: np.ndarray):
-    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 7 (m = 64)."""
+    """(max(x, 0), [x >= 0]); the bit is kept for backward.  Rounds: 4 (m = 64)."""
     y, b = yield from relu_form_s(ctx, x)
     return y, b.share(ctx.rank).reshape(y.shape)
 
 
 def lt_form_s(ctx: PartyContext, x: np.ndarray, y: np.ndarray, bits: int | None = None):
-    """[x < y] (flattened) as a ``LinearForm``; exact while |x - y| < 2^(m-1).  Rounds: 7."""
+    """[x < y] (flattened) as a ``LinearForm``; exact while |x - y| < 2^(m-1).  Rounds: 4."""
     d = np.asarray(x, dtype=np.int64) - np.asarray(y, dtype=np.int64)
     msb, _ = yield from msb_xor_s(ctx, d, bits=bits)
     return (yield from b2a_s(ctx, msb, d.size))
 
 
 def lt_ss(ctx: PartyContext, x: np.ndarray, y: np.ndarray):
-    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 7 (m = 64)."""
+    """[x < y] as integer 0/1 shares; exact while |x - y| < 2^(m-1).  Rounds: 4 (m = 64)."""
     d = np.broadcast_shapes(np.shape(x), np.shape(y))
     return (yield from lt_form_s(ctx, x, y)).share(ctx.rank).reshape(d)
 
@@ -215,8 +203,10 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
     """Max over the last axis of x (R, k) with k <= 16 by all-pairs comparison.
 
     Winner i beats j > i with x_i >= x_j and j < i with x_i > x_j, so exactly one index
-    wins (the first maximal one, like torch.argmax).  Rounds: 1 + ceil(log2(ceil((m-1)/2)))
-    + ceil(log2(k-1)) + 1: 11 for k = 10, 9 for a 2x2 pool.
+    wins (the first maximal one, like torch.argmax); a candidate's k - 1 wins are ANDed by
+    ``and_tree_ss`` (one gate of fan-in k - 1 up to ``and_fan_in``).  Rounds: 1 (open) +
+    the comparator's tree (2 for m = 64) + ceil(log_a(k - 1)) (a = ``and_fan_in``) + 1
+    (B2A with the select): 5 for k = 10 and for a 2x2 pool.
     """
     rows, k = x.shape
     if k == 1:
@@ -236,12 +226,7 @@ def _max_rows(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
         for t, j in enumerate(others):
             terms[i, t] = geq[:, pair_id[i, j]] if j > i else less[:, pair_id[j, i]]
     words = pack_bits(terms)                           # (k, k-1, W)
-    while words.shape[1] > 1:
-        cnt = words.shape[1]
-        half = cnt // 2
-        prod = yield from and_ss(ctx, words[:, 0:2 * half:2], words[:, 1:2 * half:2], "max_and")
-        words = np.concatenate([prod, words[:, 2 * half:]], axis=1) if cnt % 2 else prod
-    win = unpack_bits(words[:, 0], rows)               # (k, R)
+    win = unpack_bits((yield from and_tree_ss(ctx, np.swapaxes(words, 0, 1), "max_and")), rows)
     win_words = pack_bits(win.T.reshape(1, -1))[0]
     onehot, (sel,) = yield from b2a_select_s(ctx, win_words, rows * k, [xm])
     mx = sel.reshape(rows, k).sum(axis=1)
@@ -255,8 +240,8 @@ def _max_tree(ctx: PartyContext, x: np.ndarray, want_onehot: bool, bits: int | N
 
     Each level: open L - R (masked, with the comparison) and the candidates' one-hots over
     their subtrees; b = [L >= R]; max = R + b (L - R), one-hot = (b hot_L, hot_R - b hot_R),
-    the products fused into the B2A (``b2a_select_s``).  Rounds per level: 1 +
-    ceil(log2(ceil((m-1)/2))) + 1 (7 for m = 64): 14 for a 2x2 pool.
+    the products fused into the B2A (``b2a_select_s``).  Rounds per level: 1 + the
+    comparator's tree + 1 (4 for m = 64 and for max-pooling's 40 bits): 8 for a 2x2 pool.
     """
     rows, k = x.shape
     cand, hots, first = x, [None] * k, True   # hots[i]: candidate i's one-hot over its subtree

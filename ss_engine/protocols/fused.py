@@ -8,11 +8,12 @@ their items (``protocols.forms.form_mul``).
 ``trunc_relu_s`` (Linear/Conv output -> ReLU):
   1. One message opens both the truncation mask c_t = z + 2^62 + r and the comparison mask
      c = z + r' of the *untruncated* z (same sign as the result).
-  2. The comparator tree (ceil(log2(ceil((m-1)/2))) rounds) gives XOR shares of [z >= 0].
+  2. The comparator tree (``compare``: 2 rounds for m = 64) gives XOR shares of [z >= 0].
   3. B2A with dealer bit rho (1 round): b = e + (1 - 2e) rho; then
      relu = trunc(z) * b = public * b + coeff * (r_msb b) - (r_hi b), where
-     s * b = e s + (1 - 2e)(s rho) and the dealer supplies s * rho.
-  Rounds: 1 + 5 + 1 = 7 for m = 64 (unfused truncation + ReLU: 8).  Bytes per element per
+     s * b = e s + (1 - 2e)(s rho) and the dealer supplies s * rho (``compare.bit_mul``,
+     one pass).
+  Rounds: 1 + 2 + 1 = 4 for m = 64 (unfused truncation + ReLU: 5).  Bytes per element per
   party: 8 + 8 + tree + 1 bit (unfused: 8 + 8 + 8 + tree + 1 bit).
 ``trunc_mask_open_s``: truncations and mask openings of independent tensors in one
 message (the operands of a product: ``tensor.ops`` multiplies a truncated dY(2f) by a ReLU
@@ -26,8 +27,8 @@ import numpy as np
 
 from ..party import PartyContext
 from .beaver import MaskedOperand
-from .compare import b2a_s, cmp_finish, cmp_prepare, flip_xor
-from .forms import LinearForm, form_mul
+from .compare import b2a_s, bit_mul, cmp_finish, cmp_prepare, flip_xor
+from .forms import LinearForm
 from .rounds import open_ring
 from .truncation import trunc_finish, trunc_prepare
 
@@ -53,7 +54,7 @@ def trunc_relu_form_s(ctx: PartyContext, z: np.ndarray, shift: int, bits: int | 
     # trunc(z) * b needs no further round
     b_form = yield from b2a_s(ctx, flip_xor(ctx, msb), n)
     t_form = LinearForm.of_trunc(t)
-    return form_mul(ctx, t_form, b_form).reshape(shape), b_form, t_form
+    return bit_mul(ctx, b_form, t_form).reshape(shape), b_form, t_form
 
 
 def trunc_relu_s(ctx: PartyContext, z: np.ndarray, shift: int, label: str = "trunc_relu"):

@@ -22,13 +22,13 @@ mul       0 with forms, else 1        sx + sy
 matmul    1 (0 if both opened)        sx + sy      (+1 per operand above f; optional bias)
 conv2d    1 (0 if both opened)        sx + sw      (optional bias per channel)
 truncate  1                            f
-relu      7 (1 + 5 + 1)                min(s, f); bit: 0
-drelu/lt  7                            0
-max       11 for k = 10, all pairs     s            (tournament from 2^14 values)
-argmax    11 for k = 10                0 (one-hot)
+relu      4 (1 + 2 + 1)                min(s, f); bit: 0
+drelu/lt  4                            0
+max       5 for k = 10, all pairs      s            (tournament from 2^14 values)
+argmax    5 for k = 10                 0 (one-hot)
 exp       1 + n (n = 8)                f
 reciprocal 1 + 2 k (Newton steps)      f
-softmax   30 for 10 classes            f
+softmax   24 for 10 classes            f
 reveal    1                            floats
 """
 from __future__ import annotations
@@ -237,7 +237,7 @@ def conv2d_input_grad(dy_cols: SharedTensor, w: SharedTensor, x_shape: tuple, st
 # -- comparisons ------------------------------------------------------------------------------
 def relu(x: SharedTensor):
     """(max(x, 0), [x >= 0] as an integer bit with a linear form).  Above f, the truncation
-    to f and the comparison share one opening (``trunc_relu_s``).  Rounds: 7 (m = 64)."""
+    to f and the comparison share one opening (``trunc_relu_s``).  Rounds: 4 (m = 64)."""
     ctx, f = x.ctx, x.ctx.frac_bits
     if x.frac_bits > f:
         y, bit, t = yield from trunc_relu_form_s(ctx, x.share, x.frac_bits - f)
@@ -251,13 +251,13 @@ def relu(x: SharedTensor):
 
 
 def drelu(x: SharedTensor):
-    """[x >= 0] as an integer bit (with a linear form).  Rounds: 7 (m = 64)."""
+    """[x >= 0] as an integer bit (with a linear form).  Rounds: 4 (m = 64)."""
     bit = yield from drelu_form_s(x.ctx, x.share, bits=_cmp_bits(x.ctx, x.frac_bits))
     return SharedTensor.of_form(x.ctx, bit, x.shape, 0)
 
 
 def lt(x: SharedTensor, y: SharedTensor):
-    """[x < y] as an integer bit; exact while |x - y| < 2^(m-1) raw units at f.  Rounds: 7."""
+    """[x < y] as an integer bit; exact while |x - y| < 2^(m-1) raw units at f.  Rounds: 4."""
     a, b, s = x._aligned(y)
     bit = yield from lt_form_s(x.ctx, a, b, bits=_cmp_bits(x.ctx, s))
     return SharedTensor.of_form(x.ctx, bit, np.broadcast_shapes(a.shape, b.shape), 0)
@@ -305,7 +305,7 @@ def reciprocal(x: SharedTensor, lo: float, hi: float, precision_bits: int | None
 
 def softmax(x: SharedTensor):
     """Softmax along the last axis (max-subtracted), at f, from x at any scale >= f.
-    Rounds: 30 for 10 classes."""
+    Rounds: 24 for 10 classes."""
     x = _at_least_f(x)
     form = yield from softmax_form_s(x.ctx, x.share, x.frac_bits)
     return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)
