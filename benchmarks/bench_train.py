@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -73,10 +74,12 @@ def secure_training(model: str = "network-a", batch_size: int = 128, warm: int =
     warm_seconds = time.perf_counter() - t0
     ch = [c.channel.stats.snapshot() for c in rt.contexts]
     src = [c.source.stats.as_dict() for c in rt.contexts]
+    dealer0 = _dealer_cpu()
     t0 = time.perf_counter()
     rt.run(train_party, (x0, y0, job, states[0], on_step), (x1, y1, job, states[1], on_step),
            stop_at_step=total)
     dt = time.perf_counter() - t0
+    dealer1 = _dealer_cpu()
     per_step = timer.deltas(t0)
     d_ch = [c.channel.stats.minus(s) for c, s in zip(rt.contexts, ch)]
     d_src = [{k: c.source.stats.as_dict()[k] - s[k] for k in ("items", "dealer_bytes", "wait_seconds",
@@ -91,6 +94,9 @@ def secure_training(model: str = "network-a", batch_size: int = 128, warm: int =
         "step_seconds": summary_stats(per_step),
         # thread CPU clocks (steadier than wall time on a loaded machine), first to last step
         "cpu_seconds_per_step": [(c[-1] - c[0]) / (len(c) - 1) if len(c) > 1 else None for c in cpu],
+        # the in-process dealer's worker thread (generating ahead), over the timed steps
+        "dealer_cpu_seconds_per_step": (dealer1 - dealer0) / steps
+        if dealer0 is not None and dealer1 is not None else None,
         "samples_per_second": steps * batch_size / dt,
         "bytes_per_step": d_ch[0].bytes_sent / steps,                 # sent by each party
         "bytes_per_step_party1": d_ch[1].bytes_sent / steps,
@@ -105,6 +111,14 @@ def secure_training(model: str = "network-a", batch_size: int = 128, warm: int =
                                                + d_src[1]["uncompressed_bytes"]) / steps,
         "material_items_per_step": d_src[0]["items"] / steps,
     }
+
+
+def _dealer_cpu() -> float | None:
+    """CPU seconds of the local runtime's dealer thread (``AheadDealerLink``), if running."""
+    for t in threading.enumerate():
+        if t.name == "dealer-ahead" and t.is_alive() and t.ident is not None:
+            return time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+    return None
 
 
 def _torch_setup(model: str, threads: int = 2):
