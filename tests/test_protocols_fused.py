@@ -76,3 +76,36 @@ def test_form_mul_is_the_exact_ring_product_without_a_round(rows, cols, data):
     assert np.array_equal(aa, ta * ta)
     assert np.array_equal(aw, ta * v[:, None])
     assert np.array_equal(cb, (5 - 3 * ta) * tb)
+
+
+@given(st.integers(1, 40), st.integers(1, 4), st.data())
+def test_bit_mul_gives_form_mul_shares_from_the_same_items(n, w, data):
+    """The B2A select kernel (``compare.bit_mul``) and the generic ``form_mul``: the same
+    material requests and the same shares, bit for bit, for a truncation result (two terms,
+    one with a per-element coefficient), a masked opening and a per-row bit over (n, w)."""
+    from ss_engine.protocols.compare import b2a_s, bit_mul, flip_xor, msb_xor_s
+    from ss_engine.protocols.forms import LinearForm, form_mul
+    from ss_engine.protocols.truncation import trunc_open_many
+    elems = st.integers(-(1 << 50), 1 << 50)
+    z = data.draw(hnp.arrays(np.int64, n, elements=elems))
+    y = data.draw(hnp.arrays(np.int64, (n, w), elements=elems))
+
+    def body(c, zv, yv, use_kernel):
+        msb, (ym,) = yield from msb_xor_s(c, zv, extra=[yv])
+        bit = yield from b2a_s(c, flip_xor(c, msb), n)
+        (t,) = yield from trunc_open_many(c, [zv], 16)
+        mul = (lambda f: bit_mul(c, bit, f)) if use_kernel else (lambda f: form_mul(c, f, bit))
+        return mul(LinearForm.of_trunc(t)), mul(LinearForm.of_masked(ym)), c.source.next_seq
+
+    runs = []
+    for use_kernel in (True, False):
+        rt = make_runtime(seed=b"bit-mul")
+        runs.append(rt.run_same(lambda c, a, b: body(c, a, b, use_kernel), rt.share_ring(z),
+                                rt.share_ring(y)))
+    for party in (0, 1):
+        for got, want in zip(runs[0][party], runs[1][party]):
+            assert np.array_equal(got, want)
+    (t0, y0, _), (t1, y1, _) = runs[0]
+    b = (z >= 0).astype(np.int64)
+    assert np.array_equal(y0 + y1, y * b[:, None])
+    assert set(np.unique((t0 + t1) - (z >> 16) * b)) <= {0, 1}

@@ -24,7 +24,7 @@ Comparator, m-bit values, b-bit blocks, fan-in at most g:
   Each variable v is opened masked, d_v = v ^ a_v, and every monomial expands as
       prod_{v in V} (d_v ^ a_v) = XOR_{S subset of V} (prod_{v in V \\ S} d_v) [prod_{v in S} a_v]
   with public d-products and the dealer's shares of the a-products: a multi-input AND in
-  one round whatever its fan-in (the ABY2.0 gates, Patra et al., USENIX Security 2021).
+  one round whatever its fan-in (as ABY2.0's gates, Patra et al., USENIX Security 2021).
   LT_{n-1} enters linearly and is not opened; a node's EQ is computed (and a group's EQ_0
   opened) only where its parent uses it.
 AND tree: groups of at most g inputs, one term (all inputs) per group, ceil(log_g t) rounds.

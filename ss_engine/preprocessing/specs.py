@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .. import kernels
+from ..config import ProtocolConfig
 from . import circuits
 from .bilinear import BILINEAR_OPS, apply_bilinear
 
@@ -192,8 +193,8 @@ class CmpSpec(MaterialSpec):
 
     n: int
     bits: int
-    block: int = 4
-    fan_in: int = 4
+    block: int = ProtocolConfig.cmp_block_bits
+    fan_in: int = ProtocolConfig.cmp_fan_in
     kind = "cmp"
 
     def __post_init__(self):

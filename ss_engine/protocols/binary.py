@@ -11,8 +11,9 @@ gate locally from the public d's and the dealer's shares of the products of the 
 ``and_ss``: x & y, the two-input gate (a binary Beaver triple: one product row).
   Rounds: 1.  Bytes per party: 16 per word.
 
-Reference for the multi-input gates: Patra, Schneider, Suresh, Yalame, "ABY2.0: improved
-mixed-protocol secure two-party computation", USENIX Security 2021.
+Reference: the multi-input AND gates of Patra, Schneider, Suresh, Yalame, "ABY2.0: improved
+mixed-protocol secure two-party computation" (USENIX Security 2021), whose preprocessing
+shares the products of the inputs' masks; here on Beaver-style openings.
 """
 from __future__ import annotations
 
