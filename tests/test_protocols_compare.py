@@ -246,3 +246,21 @@ def test_max_in_a_narrower_ring_is_exact_within_its_bound(bits):
             compare.TREE_MIN_ELEMENTS = old
         assert np.array_equal(r0[0] + r1[0], x.max(axis=1))
         assert np.array_equal(r0[1] + r1[1], np.eye(4, dtype=np.int64)[x.argmax(axis=1)])
+
+
+def test_a_circuit_level_refuses_arrays_shorter_than_its_tables():
+    """The level kernel indexes by its tables without bounds checks: ``eval_level`` checks
+    every array against the rows the level needs first."""
+    from types import SimpleNamespace
+    from ss_engine.preprocessing.circuits import comparator
+    from ss_engine.protocols.binary import eval_level
+    lv = comparator(64, 4, 4).rounds[0]
+    rows = lambda k: np.zeros((k, 3), dtype=np.uint64)  # noqa: E731
+    ctx = SimpleNamespace(rank=0)
+    ok = [rows(n) for n in lv.min_rows]
+    assert eval_level(ctx, lv, *ok).shape == (lv.n_out, 3)
+    for i in range(4):
+        short = list(ok)
+        short[i] = rows(lv.min_rows[i] - 1)
+        with pytest.raises(ValueError, match="needs at least"):
+            eval_level(ctx, lv, *short)

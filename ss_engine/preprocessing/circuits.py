@@ -65,6 +65,9 @@ class Level:
     n_base: int               # node i < n_base is mask row i, node n_base + j product j
     open_rows: np.ndarray     # (n_vars,) int64: rows of the previous output to open
     n_out: int
+    #: the fewest rows each array must have: public, input, mask, product (the kernel
+    #: indexes them by the tables without bounds checks)
+    min_rows: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def n_products(self) -> int:
@@ -184,7 +187,13 @@ class _LevelBuilder:
             a.setflags(write=False)
         opened = np.array(self.open_rows, dtype=np.int64)
         opened.setflags(write=False)
-        return Level(*tables, n_base=n_base, open_rows=opened, n_out=self.n_out)
+        entries = tables[3]
+        need = [int(group_rows.max()) + 1 if group_rows.size else 0]
+        for src in (SRC_INPUT, SRC_MASK, SRC_PRODUCT):
+            rows = entries[entries[:, 1] == src, 2]
+            need.append(int(rows.max()) + 1 if rows.size else 0)
+        return Level(*tables, n_base=n_base, open_rows=opened, n_out=self.n_out,
+                     min_rows=tuple(need))
 
 
 @dataclass

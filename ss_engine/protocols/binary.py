@@ -39,6 +39,9 @@ def open_words(ctx: PartyContext, words: Sequence[np.ndarray], label: str):
 def eval_level(ctx: PartyContext, level: Level, public: np.ndarray, inputs: np.ndarray | None,
                masks: np.ndarray, products: np.ndarray) -> np.ndarray:
     """This party's shares of one level's outputs, (level.n_out, words); no round."""
+    have = [0 if a is None else a.shape[0] for a in (public, inputs, masks, products)]
+    if any(h < n for h, n in zip(have, level.min_rows)):
+        raise ValueError(f"circuit level needs at least {level.min_rows} rows, got {tuple(have)}")
     return kernels.xor_terms(public, inputs, masks, products, level.group_rows, level.group_sizes,
                              level.group_start, level.entries, level.n_out, ctx.rank == 0)
 
