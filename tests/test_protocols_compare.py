@@ -94,7 +94,7 @@ def test_relu_rounds_bytes_and_dealer_bytes_for_64_bit_values():
 
 
 @pytest.mark.parametrize("block,fan_in,rounds,tree_words", [
-    (2, 2, 7, 47 + 23 + 11 + 5 + 2),   # the classic tree: pairs local, then 5 AND levels
+    (2, 2, 7, 47 + 23 + 11 + 5 + 2),   # the pair tree (92 words before: no EQ nobody uses now)
     (3, 3, 5, 34 + 10 + 4),
     (8, 8, 3, 14),                     # 8 blocks, one fan-in-8 level
 ])
