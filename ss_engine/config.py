@@ -54,9 +54,6 @@ class ProtocolConfig:
         rounds (with its bit-to-arithmetic conversion): 4 at m = 64 for the defaults.
     and_fan_in: the widest AND gate of one round (max's AND over a candidate's k - 1
         comparisons: one round for k <= 10 at the default 9; 2^g - g - 1 dealer rows).
-    exp_iterations: squarings of the limit approximation exp(x) = (1 + x/2^n)^(2^n).
-    recip_iterations: cap on Newton-Raphson steps for 1/x (the protocol picks the fewest
-        steps that reach its target precision on the documented interval).
     """
 
     cmp_bits: int = 64
@@ -64,8 +61,6 @@ class ProtocolConfig:
     cmp_block_bits: int = 4
     cmp_fan_in: int = 4
     and_fan_in: int = 9
-    exp_iterations: int = 8
-    recip_iterations: int = 8
 
     def __post_init__(self) -> None:
         if not 8 <= self.cmp_bits <= 64 or not 8 <= self.pool_cmp_bits <= 64:
@@ -76,10 +71,6 @@ class ProtocolConfig:
                              f"{self.cmp_block_bits}, {self.cmp_fan_in}")
         if not 2 <= self.and_fan_in <= 12:
             raise ValueError(f"and_fan_in must be in [2, 12], got {self.and_fan_in}")
-        if not 1 <= self.exp_iterations <= 16:
-            raise ValueError("exp_iterations must be in [1, 16]")
-        if not 1 <= self.recip_iterations <= 20:
-            raise ValueError("recip_iterations must be in [1, 20]")
 
 
 @dataclass(frozen=True)

@@ -1,44 +1,49 @@
-"""exp, reciprocal and softmax on fixed-point secrets.
+"""softmax and sigmoid on fixed-point secrets: exp's integer split, then Goldschmidt division
+on a denominator whose range is known, so no normalisation is needed.
 
-Every step below multiplies *truncation results* and opened operands as linear forms
-(``protocols.forms.form_mul``: the dealer supplies the products of its items), so a step's
-only round is its truncation.  exp and softmax take their input at any scale s >= f
-(``scale``, default f): an untruncated product (s = 2f) costs no truncation of its own, the
-first step of exp shifts by n + s - f instead of n, and the max compares at scale s.
-
-exp_s (limit approximation, as in CrypTen): exp(x) ~ (1 + x / 2^n)^(2^n), n squarings.
-  Domain: x in [-2^n, 0] (softmax feeds max-subtracted logits); there the base lies in
-  [0, 1].  Error: |(1+x/2^n)^(2^n) - e^x| <= e^x x^2 / 2^(n+1) <= 0.55 / 2^n (at x = -2),
-  plus the fixed-point error of the squarings, < 2^(n+1) ulp.  n = 8: < 3e-3 absolute at
-  f = 16.  Rounds: 1 + n (a truncation each; the square of a truncation result is local).
-reciprocal_s (Newton-Raphson) for x in a public interval [lo, hi], 0 < lo:
-  y0 = alpha - beta x, with alpha = beta (lo + hi) and beta = 2 / (lo hi + (lo + hi)^2 / 4)
-  (the equioscillating linear start), so |1 - x y0| <= e0 = 1 - beta lo hi; each step
-  y <- y (2 - x y) squares the relative error.  Steps are chosen so e0^(2^k) < 2^-p
-  (p = f + 1 by default; capped by ProtocolConfig.recip_iterations).  x is opened once,
-  in the message that truncates beta x.  Rounds: 1 + 2k.  Relative error ~2^-f plus a few
-  ulp.
-softmax_s along the last axis: max-subtraction by all-pairs max (5 rounds for 10 classes),
-  exp, sum, reciprocal on [1, k + 1/2] to 14 bits (4 steps for 10 classes), one product
-  and its truncation: 5 + 9 + 9 + 1 = 24 rounds for 10 classes, at any input scale.
-  Error < 4e-3 absolute at f = 16.
+softmax_s along the last axis (k classes), input at any scale s >= f:
+  1. d = z - max(z) by ``compare.max_s`` (comparisons in a ring widened by the bits
+     above f): 11 rounds for k = 10 with the all-pairs max of today.
+  2. e^d for d <= 0 (``exp.exp_nonpositive_s``): split (1 round), [K >= j] for j in
+     [K_lo, 0] in one comparison round-set (K < K_lo gives 0: e^d < 2^-(f+1)) in parallel
+     with e^u's polynomial, the product R1 p left untruncated.
+  3. One round truncates every e_i and the row sums s = sum_i e_i (raw, before the
+     truncation); the max term is e^0 = 1 and every term is in [0, 1], so s in [1, k].
+  4. p = e / s by ``polynomial.goldschmidt_s`` on [1, k]: 1 + K rounds (K = 4 for k = 10
+     at the default 14 bits: |e_0| <= 0.518, 0.518^16 = 2^-15.2).
+  Rounds: max + 1 + max(cmp(64 - s), 4) + 1 + 1 + K: 11 + 1 + 6 + 1 + 1 + 4 = 24 for ten
+  classes of untruncated logits (s = 2f) with today's comparison; 25 at s = f.  The
+  comparison of a faster DReLU takes its place (and the max's): with a 4-round comparison
+  and a 5-round max of 10, 5 + 1 + 4 + 1 + 1 + 4 = 16.
+  Error: relative <= 2^-bits (default 14) plus a few ulp: 3e-5 absolute at f = 16
+  (``tests/test_protocols_nonlinear.py`` measures it at f = 12..24).  Exact for every
+  input (the split and the comparisons cannot wrap): logit differences of any size.
+  Bytes per element and party for 128 x 10 at s = 2f: 383 (the max ~45%, the 13
+  comparisons of the split ~40%).
+sigmoid_s: 1 / (1 + e^-x) = N / D with, from exp's split x = K + u:
+  K >= 0: N = 1, D = 1 + e^-K e^-u;  K < 0: N = e^K e^u, D = 1 + N,
+  both step functions of [K >= j] for j in [-T, T + 1] (T with e^-T e < 2^-(f+2)) times the
+  two polynomials e^u, e^-u (which share their powers); D lies in [1, 1 + e], N / D by
+  Goldschmidt.  Saturates to 0 and 1 exactly.  Rounds: 1 + max(cmp(64 - s), 4) + 1 + 1 + K
+  (K = 3 at f = 16): 13.  Error <= 2 ulp.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..encoding import encode
 from ..party import PartyContext
-from .beaver import MaskedOperand
 from .compare import max_s
-from .forms import LinearForm, form_mul
-from .rounds import open_ring
-from .truncation import trunc_finish, trunc_open_many, trunc_prepare
+from .exp import _exp_parts, exp_nonpositive_s
+from .forms import form_mul
+from .polynomial import SUM_BOUND_BITS, Numerator, denominator_scale, goldschmidt_s, trunc_forms_s
+from .steps import step_form
 
-__all__ = ["exp_s", "exp_form_s", "reciprocal_s", "recip_form_s", "softmax_s", "softmax_form_s",
-           "recip_steps", "SOFTMAX_RECIP_BITS"]
+__all__ = ["softmax_s", "softmax_form_s", "sigmoid_s", "sigmoid_form_s", "SOFTMAX_BITS"]
 
-SOFTMAX_RECIP_BITS = 14
+#: relative precision of the softmax's normalisation (its Goldschmidt iterations)
+SOFTMAX_BITS = 14
 
 
 def _scale(ctx: PartyContext, scale: int | None) -> int:
@@ -48,87 +53,65 @@ def _scale(ctx: PartyContext, scale: int | None) -> int:
     return s
 
 
-def _trunc_form(ctx: PartyContext, raw: np.ndarray, shift: int, label: str):
-    return LinearForm.of_trunc((yield from trunc_open_many(ctx, [raw], shift, label))[0])
-
-
-def exp_form_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None):
-    """exp(x) as a ``LinearForm`` (a truncation result) at f fractional bits."""
-    n = ctx.config.protocol.exp_iterations
-    first = n + _scale(ctx, scale) - ctx.frac_bits
-    y = (yield from _trunc_form(ctx, np.asarray(x, dtype=np.int64), first, "exp")).affine(
-        1, encode(1.0, ctx.config.fixed))
-    for _ in range(n):
-        y = yield from _trunc_form(ctx, form_mul(ctx, y, y), ctx.frac_bits, "exp")
-    return y
-
-
-def exp_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None):
-    """exp(x) for x in [-2^n, 0], n = ProtocolConfig.exp_iterations, x with ``scale``
-    fractional bits (default f); the result has f (see module doc)."""
-    return (yield from exp_form_s(ctx, x, scale)).share(ctx.rank)
-
-
-def recip_steps(lo: float, hi: float, precision_bits: int, cap: int) -> tuple[float, float, int]:
-    """(alpha, beta, steps) so that the relative error is below 2^-precision_bits."""
-    beta = 2.0 / (lo * hi + (lo + hi) ** 2 / 4.0)
-    alpha = beta * (lo + hi)
-    e0 = 1.0 - beta * lo * hi
-    steps = 0
-    err = e0
-    while err > 2.0 ** -precision_bits and steps < cap:
-        err = err * err
-        steps += 1
-    return alpha, beta, steps
-
-
-def recip_form_s(ctx: PartyContext, x: np.ndarray, lo: float, hi: float,
-                 precision_bits: int | None = None):
-    """1/x as a ``LinearForm`` (a truncation result); see ``reciprocal_s``."""
-    if not 0 < lo < hi:
-        raise ValueError("reciprocal_s needs 0 < lo < hi")
-    f = ctx.frac_bits
-    bits = f + 1 if precision_bits is None else int(precision_bits)
-    alpha, beta, steps = recip_steps(lo, hi, bits, ctx.config.protocol.recip_iterations)
-    x = np.ascontiguousarray(x, dtype=np.int64)
-    # one message opens x's mask (reused in every step) and truncates -beta x
-    mask = ctx.source.mask(x.shape)
-    tmat, tz = trunc_prepare(ctx, x * encode(-beta, ctx.config.fixed), f)
-    e, c = yield from open_ring(ctx, [x - mask["a"], tz], "recip_open")
-    x_form = LinearForm.of_masked(MaskedOperand(x, e, mask))
-    y = LinearForm.of_trunc(trunc_finish(tmat, c)).affine(1, encode(alpha, ctx.config.fixed))
-    two = encode(2.0, ctx.config.fixed)
-    for _ in range(steps):
-        u = yield from _trunc_form(ctx, form_mul(ctx, x_form, y), f, "recip")      # x y
-        y = yield from _trunc_form(ctx, form_mul(ctx, y, u.affine(-1, two)), f, "recip")  # y (2 - x y)
-    return y
-
-
-def reciprocal_s(ctx: PartyContext, x: np.ndarray, lo: float, hi: float,
-                 precision_bits: int | None = None):
-    """1/x for x in [lo, hi] (public bounds, 0 < lo < hi), relative error below
-    2^-precision_bits (default f + 1) plus fixed-point rounding.  See module doc."""
-    return (yield from recip_form_s(ctx, x, lo, hi, precision_bits)).share(ctx.rank)
-
-
-def softmax_form_s(ctx: PartyContext, z: np.ndarray, scale: int | None = None):
-    """Softmax along the last axis as a flat ``LinearForm`` (a truncation result) at f bits."""
+def softmax_form_s(ctx: PartyContext, z: np.ndarray, scale: int | None = None,
+                   bits: int = SOFTMAX_BITS):
+    """Softmax along the last axis as a flat ``LinearForm`` (a truncation result) at f
+    fractional bits; relative error <= 2^-bits plus a few ulp.  See module doc."""
     z = np.asarray(z, dtype=np.int64)
-    k = z.shape[-1]
+    shape, k = z.shape, z.shape[-1]
     sc = _scale(ctx, scale)
+    f = ctx.frac_bits
     # compare in a ring widened by the bits above f: the documented bound holds at any scale
     m = yield from max_s(ctx, z, axis=-1,
                          bits=min(64, ctx.config.protocol.cmp_bits + sc - ctx.frac_bits))
-    e = yield from exp_form_s(ctx, z - m[..., None], sc)
-    s = e.share(ctx.rank).sum(axis=-1)
-    # the max term is exactly (1 + 0)^(2^n) = 1 and every term is >= 0 and <= 1 (+1 ulp),
-    # so s lies in [1, k]; 14 bits of relative precision are ample for a gradient
-    inv = yield from recip_form_s(ctx, s, 1.0, float(k) + 0.5, SOFTMAX_RECIP_BITS)
-    (p,) = yield from trunc_open_many(ctx, [form_mul(ctx, e, inv).ravel()], ctx.frac_bits, "softmax")
-    return LinearForm.of_trunc(p)
+    raw, raw_scale = yield from exp_nonpositive_s(ctx, (z - m[..., None]).ravel(), sc,
+                                                  math.ceil(math.log2(k)) + 1)
+    raw = raw.reshape(shape)
+    # the sum may need fewer bits than the terms: the start's product of two sums must fit
+    work = f + 2
+    s_scale = denominator_scale(k * (1.0 + 2.0 ** -8), work, work)
+    e, s = yield from trunc_forms_s(ctx, [raw, raw.sum(axis=-1)],
+                                    [raw_scale - work, raw_scale - s_scale], "softmax")
+    (p,) = yield from goldschmidt_s(ctx, s, s_scale, 1.0 - 2.0 ** -8, k * (1.0 + 2.0 ** -8),
+                                    [Numerator(e, work, 1.0, f)], bits, "softmax", flat=True)
+    return p
 
 
-def softmax_s(ctx: PartyContext, z: np.ndarray, scale: int | None = None):
+def softmax_s(ctx: PartyContext, z: np.ndarray, scale: int | None = None, bits: int = SOFTMAX_BITS):
     """Softmax along the last axis of a (rows, k) secret with ``scale`` fractional bits
-    (default f; k <= 2^(f-1) classes); the result has f."""
-    return (yield from softmax_form_s(ctx, z, scale)).share(ctx.rank).reshape(np.shape(z))
+    (default f); the result has f."""
+    return (yield from softmax_form_s(ctx, z, scale, bits)).share(ctx.rank).reshape(np.shape(z))
+
+
+def sigmoid_form_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None):
+    """1 / (1 + e^-x) at f fractional bits as a flat form (module doc)."""
+    f = ctx.frac_bits
+    sc = _scale(ctx, scale)
+    t = math.ceil((f + 2) * math.log(2) + 1)
+    thresholds = list(range(-t, t + 2))
+    bits, (p_plus, p_minus), p_scale = yield from _exp_parts(ctx, x, sc, thresholds, "sigmoid",
+                                                             signs=(1, -1))
+    ks = range(-t, t + 1)
+    r_bits = min(f + 8, SUM_BOUND_BITS - 3 - p_scale)
+    neg = [0] + [round(math.exp(k) * 2.0 ** r_bits) if k < 0 else 0 for k in ks] + [0]
+    pos = [0] + [round(math.exp(-k) * 2.0 ** r_bits) if k >= 0 else 0 for k in ks] + [0]
+    one = 1 << (p_scale + r_bits)
+    geq0 = [0] + [one if k >= 0 else 0 for k in ks] + [one]
+    n_raw = form_mul(ctx, p_plus, step_form(bits, neg))              # e^x where K < 0
+    g = step_form(bits, geq0).share(ctx.rank)
+    d_raw = form_mul(ctx, p_minus, step_form(bits, pos)) + n_raw
+    if ctx.rank == 0:
+        d_raw += np.int64(one)
+    work = f + 2
+    d_scale = denominator_scale((1 + math.e) * (1 + 2.0 ** -8), work, work)
+    raw_scale = p_scale + r_bits
+    n, d = yield from trunc_forms_s(ctx, [n_raw + g, d_raw], [raw_scale - work, raw_scale - d_scale],
+                                    "sigmoid")
+    (y,) = yield from goldschmidt_s(ctx, d, d_scale, 1.0 - 2.0 ** -8, (1 + math.e) * (1 + 2.0 ** -8),
+                                    [Numerator(n, work, 1.0, f)], f + 2, "sigmoid")
+    return y
+
+
+def sigmoid_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None):
+    """1 / (1 + e^-x) at f fractional bits for a flat secret at ``scale`` (module doc)."""
+    return (yield from sigmoid_form_s(ctx, x, scale)).share(ctx.rank)

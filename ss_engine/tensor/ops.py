@@ -15,7 +15,7 @@ values allow; what a round costs is decided by these rules and by the scheduler
     forward and dY W, dY both gradients: exactly the Beaver bound of bytes.
   * Nonlinear ops take any scale: ``relu`` of an untruncated product truncates and compares
     in one opening; comparisons (``drelu``, ``lt``, ``max``) widen their ring by the extra
-    bits; ``exp``/``softmax`` fold the truncation into their first step.
+    bits; ``exp``, ``sigmoid`` and ``softmax`` fold the truncation into their first step.
 
 Op        rounds (m = 64)             result scale
 mul       0 with forms, else 1        sx + sy
@@ -26,9 +26,13 @@ relu      4 (1 + 2 + 1)                min(s, f); bit: 0
 drelu/lt  4                            0
 max       5 for k = 10, all pairs      s            (tournament from 2^14 values)
 argmax    5 for k = 10                 0 (one-hot)
-exp       1 + n (n = 8)                f
-reciprocal 1 + 2 k (Newton steps)      f
-softmax   24 for 10 classes            f
+exp       9 (split, comparison, product) f       (every input: exact or saturated)
+log       12 (+1 above f)              f           (positive domain, saturated outside)
+sigmoid   13                           f
+reciprocal 12 (+1 above f)             f           (positive domain, saturated outside)
+div       reciprocal + 1               2f          (a public divisor: 0 rounds)
+rsqrt     15 (+1 above f)              f
+softmax   24 for 10 classes            f           (rounds at f = 16, today's comparison)
 reveal    1                            floats
 """
 from __future__ import annotations
@@ -42,14 +46,16 @@ from ..protocols.beaver import conv_masked, conv_out_shape, product_share
 from ..protocols.compare import drelu_form_s, lt_form_s, max_s, relu_form_s
 from ..protocols.forms import LinearForm, form_mul
 from ..protocols.fused import trunc_mask_open_s, trunc_relu_form_s
-from ..protocols.nonlinear import exp_form_s, recip_form_s, softmax_form_s
+from ..protocols.exp import exp_s
+from ..protocols.nonlinear import sigmoid_form_s, softmax_form_s
+from ..protocols.normalized import log_s, reciprocal_s, rsqrt_s
 from ..protocols.opening import reveal_s
 from ..protocols.truncation import trunc_open_many
 from .value import SharedTensor
 
 __all__ = ["mul", "matmul", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "truncate",
-           "truncate_all", "relu", "drelu", "lt", "max", "argmax", "max_argmax", "exp",
-           "reciprocal", "softmax", "reveal"]
+           "truncate_all", "relu", "drelu", "lt", "max", "argmax", "max_argmax", "exp", "log",
+           "sigmoid", "reciprocal", "div", "rsqrt", "softmax", "reveal"]
 
 
 def _same_party(*ts: SharedTensor):
@@ -282,30 +288,84 @@ def argmax(x: SharedTensor, axis: int = -1, bits: int | None = None):
     return (yield from max_argmax(x, axis, bits))[1]
 
 
-# -- exp, reciprocal, softmax -----------------------------------------------------------------
+# -- exp, log, sigmoid, reciprocal, division, rsqrt, softmax ------------------------------------
 def _at_least_f(x: SharedTensor) -> SharedTensor:
     return x.lift(x.ctx.frac_bits) if x.frac_bits < x.ctx.frac_bits else x
 
 
+def _at_f(x: SharedTensor):
+    """x at scale f exactly: lifted from below, truncated (1 round) from above."""
+    return (yield from truncate(_at_least_f(x)))
+
+
+def _result(x: SharedTensor, value) -> SharedTensor:
+    """A protocol's flat result (a form or a share) as a value of x's shape at f."""
+    if isinstance(value, LinearForm):
+        return SharedTensor.of_form(x.ctx, value, x.shape, x.ctx.frac_bits)
+    return SharedTensor(x.ctx, value.reshape(x.shape), x.ctx.frac_bits)
+
+
 def exp(x: SharedTensor):
-    """exp(x) for x in [-2^n, 0] (n = ``exp_iterations``), at f; an input above f is
-    truncated in the first step.  Rounds: 1 + n."""
+    """e^x at f for x at any scale >= f (``protocols.exp``): exact (<= 2^-(f-1) relative,
+    ~1 ulp absolute) for x <= x_hi = floor((61 - f) ln 2) - 1 (30 at f = 16), 0 below
+    -(f+1) ln 2, saturated to e^(x_hi + 1) above.  Rounds: 9 (1 + 7 + 1)."""
     x = _at_least_f(x)
-    form = yield from exp_form_s(x.ctx, x.share.ravel(), x.frac_bits)
-    return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)
+    return _result(x, (yield from exp_s(x.ctx, x.share.ravel(), x.frac_bits)))
 
 
-def reciprocal(x: SharedTensor, lo: float, hi: float, precision_bits: int | None = None):
-    """1/x for x in the public interval [lo, hi], 0 < lo < hi (Newton-Raphson), at f.
-    Rounds: 1 + 2 k (+1 if x is above f)."""
-    x = yield from truncate(_at_least_f(x))
-    form = yield from recip_form_s(x.ctx, x.share.ravel(), lo, hi, precision_bits)
-    return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)
+def log(x: SharedTensor, lo: float | None = None, hi: float | None = None):
+    """log x at f (``protocols.normalized``) for x in [lo, hi] (default every positive
+    value from 2^-f to 2^(59-f)); log lo below (x <= 0 too), log hi above.  Absolute
+    error <= 2 ulp.  Rounds: 12 at f = 16 (+1 if x is above f)."""
+    x = yield from _at_f(x)
+    return _result(x, (yield from log_s(x.ctx, x.share.ravel(), x.frac_bits, lo, hi)))
+
+
+def sigmoid(x: SharedTensor):
+    """1 / (1 + e^-x) at f for x at any scale >= f (``protocols.nonlinear``): every input,
+    exactly 0 and 1 far out; error <= 2 ulp (3 at f = 24).  Rounds: 13 at f = 16."""
+    x = _at_least_f(x)
+    return _result(x, (yield from sigmoid_form_s(x.ctx, x.share.ravel(), x.frac_bits)))
+
+
+def reciprocal(x: SharedTensor, lo: float | None = None, hi: float | None = None):
+    """1/x at f (``protocols.normalized``) for x in [lo, hi] (default [2^-f, 2^(f+2)]:
+    every positive value, 1/x below a quarter ulp beyond); 1/lo below (x <= 0 too), 1/hi
+    above; error <= 2 ulp + 2^-(f-1) relative.  Rounds: 12 at f = 16 (+1 above f)."""
+    x = yield from _at_f(x)
+    return _result(x, (yield from reciprocal_s(x.ctx, x.share.ravel(), x.frac_bits, lo, hi)))
+
+
+def div(x: SharedTensor, y, lo: float | None = None, hi: float | None = None):
+    """x / y, untruncated (scale 2f), for a secret y in [lo, hi] (``reciprocal``'s domain:
+    x times 1/y, one product more) or a public y (a product with 1/y: no round).  A public
+    y whose reciprocal the fixed-point format cannot hold is an error."""
+    if isinstance(y, SharedTensor):
+        r = yield from reciprocal(y, lo, hi)
+        return (yield from mul(x, r) if x.shape == r.shape or x.shape[:r.ndim] == r.shape
+                else mul(r, x))
+    y = np.asarray(y, dtype=np.float64)
+    if not np.all(np.isfinite(y)) or np.any(y == 0):
+        raise ValueError("division by a public zero or non-finite value")
+    inv = 1.0 / y
+    if np.any(np.abs(inv) * 2.0 ** x.ctx.frac_bits < 0.5):
+        raise ValueError(f"a public divisor above 2^{x.ctx.frac_bits + 1} has a reciprocal below one "
+                         f"unit at {x.ctx.frac_bits} fractional bits")
+    return x * inv   # encoding 1/y refuses one beyond the fixed-point range
+
+
+def rsqrt(x: SharedTensor, lo: float | None = None, hi: float | None = None):
+    """x^(-1/2) at f (``protocols.normalized``) for x in [lo, hi] (default [4^-ceil(f/2),
+    ~4^(f/2+2)]); lo^(-1/2) below (x <= 0 too), hi^(-1/2) above; error <= 2 ulp + 2^-(f-1)
+    relative.  Rounds: 15 at f = 16 (+1 above f)."""
+    x = yield from _at_f(x)
+    return _result(x, (yield from rsqrt_s(x.ctx, x.share.ravel(), x.frac_bits, lo, hi)))
 
 
 def softmax(x: SharedTensor):
-    """Softmax along the last axis (max-subtracted), at f, from x at any scale >= f.
-    Rounds: 24 for 10 classes."""
+    """Softmax along the last axis (max-subtracted), at f, from x at any scale >= f, every
+    input exact (``protocols.nonlinear``): relative error <= 2^-14 + 2 ulp.  Rounds: 24 for
+    10 classes of untruncated logits with today's comparisons (the max's 11 included)."""
     x = _at_least_f(x)
     form = yield from softmax_form_s(x.ctx, x.share, x.frac_bits)
     return SharedTensor.of_form(x.ctx, form, x.shape, x.ctx.frac_bits)

@@ -1,0 +1,239 @@
+"""reciprocal, rsqrt and log of a secret over its whole positive range, by normalising its
+magnitude with ONE parallel comparison against the powers of the radix.
+
+Common first steps for a secret x > 0 at ``scale`` s and a public domain [lo, hi]:
+  1. [x >= t_i] for the powers t_i = r^(e_lo + i) of the radix r (2, or 4 for rsqrt)
+     between lo and hi (``steps.threshold_bits_s``: one comparison round-set, 7 rounds in
+     Z_2^64), x masked and opened in the same first message.
+  2. m = x S(x) + T(x) with S = r^-(e+1) on [r^e, r^(e+1)) (a step form: the product is
+     local, one dealer product per threshold) truncated once (1 round): m in [1/r, 1).
+     Outside [r^e_lo, r^e_hi), S = 0 and T sets m to the value that gives the function
+     at lo (below, x <= 0 included) or at hi (above): *saturation*, never garbage.
+  3. The function of m on [1/r, 1) (a Goldschmidt iteration, or a polynomial), and its
+     rescaling by another step function of the same bits (2^-(e+1) for the reciprocal),
+     folded into the iteration as its numerator: R = R1 R2 with R1 in [2^-e_hi, 2) a form
+     and R2 = 2^E an integer applied at the end with no truncation (``exp``'s trick).
+
+reciprocal_s: 1/x.  Default domain [2^-f, 2^(f+2)] (1/x below a quarter ulp beyond it).
+  Rounds: 7 + 1 + 1 + K, K = 2 (f <= 15) or 3 Goldschmidt steps (|e_0| <= 1/17): 12 at f = 16.
+rsqrt_s: x^(-1/2), radix 4 (m in [1/4, 1), R = 2^-(e+1)); Goldschmidt's coupled iteration
+  g -> sqrt m, h -> 1/(2 sqrt m), r = 1/2 - g h, (g, h) <- (g, h)(1 + r), two rounds per
+  step.  Default domain [4^-ceil(f/2), 4^ceil((f+4)/2)] clipped to the format.
+  Rounds: 7 + 1 + 1 + 2 K (K = 3 at f = 16: 15).
+log_s: log x = (e + 1) ln 2 + log m, log m by a Chebyshev polynomial in u = 4m - 3 on
+  [-1, 1] (degree 8 to 11 for 2^-(f+2)).  Default domain [2^-f, 2^(61-f-1)].
+  Rounds: 7 + 1 + 2 + L + 1 (12 at f = 16).
+Errors (relative for reciprocal/rsqrt, absolute for log) are stated per function in
+``tests/test_protocols_normalized.py``, which checks them at the domain's ends, 0 and +-1
+ulp.  Bytes per element and party: 8 (the opening of x) + J comparisons + 8 per later
+truncation; J = log_r(hi / lo) + 1 (35 for reciprocal, 27 for rsqrt, 62 for log at f = 16).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..party import PartyContext
+from .forms import LinearForm, form_mul
+from .polynomial import (SUM_BOUND_BITS, Numerator, chebyshev_coeffs, goldschmidt_s, polys_s,
+                         powers_s, trunc_forms_s)
+from .steps import step_form, threshold_bits_s
+
+__all__ = ["Domain", "reciprocal_s", "rsqrt_s", "log_s", "reciprocal_domain", "rsqrt_domain",
+           "log_domain"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A public domain [lo, hi] of a normalised function, radix r: thresholds r^e for e in
+    [e_lo, e_hi] (the first at or below lo, the last at or above hi)."""
+
+    lo: float
+    hi: float
+    radix: int
+
+    @property
+    def e_lo(self) -> int:
+        return math.floor(math.log(self.lo, self.radix) + 1e-12)
+
+    @property
+    def e_hi(self) -> int:
+        return math.ceil(math.log(self.hi, self.radix) - 1e-12)
+
+    @property
+    def exponents(self) -> range:
+        return range(self.e_lo, self.e_hi + 1)
+
+    def check(self, scale: int, frac_bits: int, what: str) -> "Domain":
+        """A public bound the format cannot hold is an error (one line, naming it)."""
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and 0 < self.lo < self.hi):
+            raise ValueError(f"{what}: the domain needs 0 < lo < hi, got [{self.lo}, {self.hi}]")
+        if self.radix ** self.e_lo < 2.0 ** -scale:
+            raise ValueError(f"{what}: lo = {self.lo} is below one unit (2^-{scale}) of the input")
+        if self.radix ** self.e_hi >= 2.0 ** (SUM_BOUND_BITS - 1 - scale):
+            raise ValueError(f"{what}: hi = {self.hi} is beyond the fixed-point range "
+                             f"(2^{SUM_BOUND_BITS - 1 - scale} at {scale} fractional bits)")
+        return self
+
+
+def reciprocal_domain(frac_bits: int, lo: float | None = None, hi: float | None = None) -> Domain:
+    return Domain(2.0 ** -frac_bits if lo is None else float(lo),
+                  2.0 ** (frac_bits + 2) if hi is None else float(hi), 2)
+
+
+def rsqrt_domain(frac_bits: int, lo: float | None = None, hi: float | None = None) -> Domain:
+    top = min(2 * math.ceil((frac_bits + 4) / 2), SUM_BOUND_BITS - 2 - frac_bits)
+    return Domain(4.0 ** -math.ceil(frac_bits / 2) if lo is None else float(lo),
+                  2.0 ** (top - top % 2) if hi is None else float(hi), 4)
+
+
+def log_domain(frac_bits: int, lo: float | None = None, hi: float | None = None) -> Domain:
+    return Domain(2.0 ** -frac_bits if lo is None else float(lo),
+                  2.0 ** (SUM_BOUND_BITS - 2 - frac_bits) if hi is None else float(hi), 2)
+
+
+def _ring(value: float, bits: int) -> int:
+    return int(round(value * 2.0 ** bits))
+
+
+def _normalize_s(ctx: PartyContext, x: np.ndarray, scale: int, dom: Domain, m_scale: int,
+                 label: str):
+    """(bits of x against the radix powers, m as a form at ``m_scale``): m = x r^-(e+1) in
+    [1/r, 1) inside the domain's powers, 1/r below the first (x <= 0 included) and above
+    the last.  Rounds: comparison + 1."""
+    x = np.ascontiguousarray(x, dtype=np.int64).ravel()
+    exps = list(dom.exponents)
+    thresholds = [_ring(float(dom.radix) ** e, scale) for e in exps]
+    bits, (xm,) = yield from threshold_bits_s(ctx, x, thresholds, extra=[x])
+    s_bits = max(0, math.ceil(math.log2(dom.radix) * (exps[-1] + 1)))  # S = r^-(e+1) exact
+    # m = x S + T, raw at scale + s_bits (< 2^60: m < 1)
+    s_vals = [0] + [_ring(float(dom.radix) ** -(e + 1), s_bits) for e in exps[:-1]] + [0]
+    t_vals = [_ring(1.0 / dom.radix, scale + s_bits)] + [0] * (len(exps) - 1) + \
+        [_ring(1.0 / dom.radix, scale + s_bits)]
+    raw = form_mul(ctx, LinearForm.of_masked(xm), step_form(bits, s_vals)) + \
+        step_form(bits, t_vals).share(ctx.rank)
+    (m,) = yield from trunc_forms_s(ctx, [raw], scale + s_bits - m_scale, label)
+    return bits, m
+
+
+def _rescale_values(dom: Domain, bucket: list[float], r1_bits: int) -> tuple[list[int], list[int]]:
+    """Per bucket value R = R1 * 2^E: (R1 at r1_bits, 2^E) with R1 < 2 and E >= 0."""
+    r1, r2 = [], []
+    for v in bucket:
+        e = max(0, math.floor(math.log2(v))) if v > 0 else 0
+        r1.append(_ring(v / 2.0 ** e, r1_bits))
+        r2.append(1 << e)
+    return r1, r2
+
+
+def _scales(f: int) -> tuple[int, int]:
+    """(m's scale, R1's scale): the Goldschmidt start's products stay in the ring."""
+    m_scale = min(f + 2, 26)
+    return m_scale, min(f + 4, SUM_BOUND_BITS - 10 - m_scale)
+
+
+def reciprocal_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
+                 lo: float | None = None, hi: float | None = None):
+    """1/x at f fractional bits for a flat secret x at ``scale`` (default f) in the public
+    domain [lo, hi] (default [2^-f, 2^(f+2)]): 1/lo below it (x <= 0 too), 1/hi above.
+    See the module doc.  Returns this party's share."""
+    f = ctx.frac_bits
+    s = f if scale is None else int(scale)
+    dom = reciprocal_domain(f, lo, hi).check(s, f, "reciprocal")
+    if 1.0 / dom.lo >= 2.0 ** (SUM_BOUND_BITS - 2 - f):
+        raise ValueError(f"reciprocal: 1/lo = {1 / dom.lo} is beyond the fixed-point range")
+    m_scale, r1_bits = _scales(f)
+    bits, m = yield from _normalize_s(ctx, x, s, dom, m_scale, "reciprocal")
+    exps = list(dom.exponents)
+    # R = 1/(x m): 2^-(e+1) in the buckets; 1/(lo / 2) and 1/(hi / 2) where m is set to 1/2
+    bucket = [0.5 / dom.lo] + [2.0 ** -(e + 1) for e in exps[:-1]] + [0.5 / dom.hi]
+    r1, r2 = _rescale_values(dom, bucket, r1_bits)
+    (n,) = yield from goldschmidt_s(ctx, m, m_scale, 0.5, 1.0,
+                                    [Numerator(step_form(bits, r1), r1_bits, 4.0, f)], f + 1,
+                                    "reciprocal")
+    return form_mul(ctx, n, step_form(bits, r2))
+
+
+#: y0 = a - b m, the linear start for m^(-1/2) on [1/4, 1] minimising max |1 - m y0^2|
+#: (0.1708; a grid search to 1e-4)
+RSQRT_START = (2.1248, 1.2140)
+
+
+def rsqrt_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
+            lo: float | None = None, hi: float | None = None):
+    """x^(-1/2) at f fractional bits for a flat secret x at ``scale`` in [lo, hi] (default
+    ``rsqrt_domain``): lo^(-1/2) below (x <= 0 too), hi^(-1/2) above.  Module doc."""
+    f = ctx.frac_bits
+    s = f if scale is None else int(scale)
+    dom = rsqrt_domain(f, lo, hi).check(s, f, "rsqrt")
+    m_scale, r1_bits = _scales(f)
+    bits, m = yield from _normalize_s(ctx, x, s, dom, m_scale, "rsqrt")
+    exps = list(dom.exponents)
+    # m = 1/4 where saturated, rsqrt(1/4) = 2: R = lo^-1/2 / 2 or hi^-1/2 / 2
+    bucket = [0.5 / math.sqrt(dom.lo)] + [2.0 ** -(e + 1) for e in exps[:-1]] + [0.5 / math.sqrt(dom.hi)]
+    r1, r2 = _rescale_values(dom, bucket, r1_bits)
+    big_h = step_form(bits, r1)
+    # y0 = a - b m at c bits; g0 = m y0, h0 = y0 / 2, H0 = R1 h0, all at the iteration's
+    # scale w (products of values below 2 at 2 w)
+    c = min(12, SUM_BOUND_BITS - 2 - 2 * m_scale)
+    a, b = (_ring(v, c) for v in RSQRT_START)
+    y0 = m.affine(-b, np.int64(a) << np.int64(m_scale))            # at m_scale + c
+    w = m_scale
+    g, h, hh = yield from trunc_forms_s(
+        ctx, [form_mul(ctx, m, y0), y0.share(ctx.rank), form_mul(ctx, big_h, y0)],
+        [m_scale + c, c + 1, r1_bits + c + 1], "rsqrt")
+    half = (np.int64(1) << np.int64(2 * w - 1)) if ctx.rank == 0 else np.int64(0)
+    steps = _rsqrt_steps(f + 1)
+    for i in range(steps):
+        (r,) = yield from trunc_forms_s(ctx, [half - form_mul(ctx, g, h)], w, "rsqrt")
+        last = i == steps - 1
+        raws = [(hh.share(ctx.rank) << np.int64(w)) + form_mul(ctx, hh, r)]
+        shifts = [2 * w - f - 1 if last else w]            # the last: 2 H at f
+        if not last:
+            raws += [(g.share(ctx.rank) << np.int64(w)) + form_mul(ctx, g, r),
+                     (h.share(ctx.rank) << np.int64(w)) + form_mul(ctx, h, r)]
+            shifts += [w, w]
+        got = yield from trunc_forms_s(ctx, raws, shifts, "rsqrt")
+        hh = got[0]
+        if not last:
+            g, h = got[1], got[2]
+    return form_mul(ctx, hh, step_form(bits, r2))
+
+
+def _rsqrt_steps(bits: int) -> int:
+    """Coupled iterations for |r| <= 2^-bits from the start's worst |r_0| (quadratic)."""
+    a, b = RSQRT_START
+    grid = np.linspace(0.25, 1.0, 2049)
+    r = float(np.abs(0.5 * (1 - grid * (a - b * grid) ** 2)).max()) + 2.0 ** -10
+    k = 0
+    while r > 2.0 ** -bits:
+        r, k = 1.5 * r * r + r ** 3, k + 1
+    return k
+
+
+def log_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
+          lo: float | None = None, hi: float | None = None):
+    """log x at f fractional bits for a flat secret x at ``scale`` in [lo, hi] (default
+    ``log_domain``): log lo below (x <= 0 too), log hi above.  Module doc."""
+    f = ctx.frac_bits
+    s = f if scale is None else int(scale)
+    dom = log_domain(f, lo, hi).check(s, f, "log")
+    m_scale = min(f + 2, 26)
+    bits, m = yield from _normalize_s(ctx, x, s, dom, m_scale, "log")
+    exps = list(dom.exponents)
+    # log x = log m + (e + 1) ln 2; saturated buckets have m = 1/2
+    offsets = [math.log(dom.lo) + math.log(2)] + [(e + 1) * math.log(2) for e in exps[:-1]] + \
+        [math.log(dom.hi) + math.log(2)]
+    u = m.affine(4, -(3 << m_scale))                                 # 4m - 3 in [-1, 1]
+    target = min(f, 24) + 2
+    coeffs = None
+    for deg in range(4, 13):
+        coeffs = chebyshev_coeffs(lambda v: np.log((v + 3) / 4), deg, -1.0, 1.0)
+        grid = np.linspace(-1, 1, 2001)
+        if np.abs(np.polynomial.polynomial.polyval(grid, coeffs) - np.log((grid + 3) / 4)).max() <= 2.0 ** -target:
+            break
+    pw = yield from powers_s(ctx, u, m_scale, m_scale, 4, "log")
+    (p,) = yield from polys_s(ctx, pw, m_scale, m_scale, [coeffs], f, 1.0, "log")
+    return p.share(ctx.rank) + step_form(bits, [_ring(v, f) for v in offsets]).share(ctx.rank)
