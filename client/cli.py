@@ -88,8 +88,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1, help="learning rate; default 0.1")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="SGD with momentum, or Adam (its update computed on shares); default sgd")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum; default 0.9")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--beta1", type=float, default=0.9, help="Adam's first-moment decay; default 0.9")
+    p.add_argument("--beta2", type=float, default=0.999,
+                   help="Adam's second-moment decay; default 0.999")
+    p.add_argument("--eps", type=float, default=1e-8,
+                   help="Adam's eps; below the square root of the fixed-point floor of the second "
+                        "moment it has no effect; default 1e-8")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay; default 0")
     p.add_argument("--lr-step", type=int, default=0, help="decay the learning rate every N epochs "
                                                           "(0: constant)")
     p.add_argument("--lr-gamma", type=float, default=0.1, help="decay factor for --lr-step")
@@ -127,7 +135,9 @@ def request_from_args(args) -> "TrainRequest":
     schedule = Schedule(epochs=get("epochs", 1), batch_size=get("batch_size", 128),
                         lr=get("lr", 0.1), momentum=get("momentum", 0.9),
                         weight_decay=get("weight_decay", 0.0), lr_step=get("lr_step", 0),
-                        lr_gamma=get("lr_gamma", 0.1), loss_every=get("loss_every", 0))
+                        lr_gamma=get("lr_gamma", 0.1), loss_every=get("loss_every", 0),
+                        optimizer=get("optimizer", "sgd"), beta1=get("beta1", 0.9),
+                        beta2=get("beta2", 0.999), eps=get("eps", 1e-8))
     outputs = Outputs(json_out=get("json_out"), plot_out=get("plot_out"), export=get("export"),
                       compare_plaintext=bool(get("compare_plaintext", False)),
                       secure_eval=get("secure_eval", 0), progress=not get("no_progress", True))

@@ -27,8 +27,7 @@ __all__ = ["TrainJob", "JobError", "batch_order", "steps_per_epoch", "TASKS", "O
 #: classification: softmax cross-entropy over k >= 2 logits, one-hot labels;
 #: regression: half the squared error summed over the outputs, float targets
 TASKS = ("classification", "regression")
-#: "adam" is accepted by the job and trained by the torch twin; the secure update on shares
-#: is not written yet, so a secure run refuses it (``training.train_party``)
+#: SGD with momentum and weight decay, or Adam (betas, eps; ``nn.optim``), both on shares
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -118,6 +117,9 @@ FIELD_RULES: dict = {
     "loss_every": IntRule(0, 1 << 30),
     "task": ChoiceRule(TASKS),
     "optimizer": ChoiceRule(OPTIMIZERS),
+    "beta1": FloatRule(0.0, 1.0, hi_open=True),
+    "beta2": FloatRule(0.0, 1.0, lo_open=True, hi_open=True),
+    "eps": FloatRule(0.0, 1.0),
 }
 
 
@@ -137,6 +139,9 @@ class TrainJob:
     loss_every: int = 0       # report p_y shares to the trainer every N steps (0: never)
     task: str = "classification"
     optimizer: str = "sgd"
+    beta1: float = 0.9        # Adam's decay rates and eps (torch's defaults); unused by SGD
+    beta2: float = 0.999
+    eps: float = 1e-8
 
     def __post_init__(self):
         for f in fields(self):
@@ -145,6 +150,9 @@ class TrainJob:
                 raise JobError(f"field {f.name} has no validation rule")  # a programming error
             # normalised (an int lr becomes a float), so both servers hash the same settings
             object.__setattr__(self, f.name, rule.check(f.name, getattr(self, f.name)))
+        if self.optimizer == "adam" and not self.beta1 ** 2 < self.beta2:
+            # Adam's normalised step m / sqrt(v) is bounded only then (``nn.optim.Adam``)
+            raise JobError(f"adam needs beta1^2 < beta2, got beta1={self.beta1}, beta2={self.beta2}")
         if self.task == "classification" and self.model.num_outputs < 2:
             raise JobError(f"classification needs at least 2 outputs (one logit per class); the "
                            f"model has {self.model.num_outputs}")

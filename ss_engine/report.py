@@ -108,6 +108,7 @@ def base_fields(prep: Prepared, runtime: str) -> dict:
             "epochs": job.epochs, "batch_size": job.batch_size, "lr": job.lr,
             "momentum": job.momentum, "weight_decay": job.weight_decay,
             "optimizer": job.optimizer, "frac_bits": prep.fixed.frac_bits,
+            **({"betas": [job.beta1, job.beta2], "eps": job.eps} if job.optimizer == "adam" else {}),
             "normalize": data.normalizer.kind, "train_samples": int(len(data.x_train)),
             "test_samples": int(len(data.x_test)), "runtime": runtime,
             "parameters": job.model.param_count(), "model_description": job.model.to_dict(),

@@ -54,7 +54,10 @@ class Schedule:
     weight_decay: float = 0.0
     lr_step: int = 0
     lr_gamma: float = 0.1
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"               # sgd | adam
+    beta1: float = 0.9                   # Adam's decay rates and eps
+    beta2: float = 0.999
+    eps: float = 1e-8
     loss_every: int = 0
 
 
@@ -164,7 +167,7 @@ def prepare(req: TrainRequest) -> Prepared:
         job = TrainJob(model=desc, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                        momentum=s.momentum, weight_decay=s.weight_decay, lr_step=s.lr_step,
                        lr_gamma=s.lr_gamma, shuffle_seed=req.seed, loss_every=s.loss_every,
-                       task=d.task, optimizer=s.optimizer)
+                       task=d.task, optimizer=s.optimizer, beta1=s.beta1, beta2=s.beta2, eps=s.eps)
         data = fit_data(raw, input_shape=desc.input_shape, outputs=desc.num_outputs, task=d.task,
                         normalize=d.normalize)
     except (DataError, DescriptionError, JobError) as exc:

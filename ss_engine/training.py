@@ -24,12 +24,12 @@ from .nn.loss import MSELoss, SoftmaxCrossEntropy
 from .job import JobError, TrainJob, batch_order, steps_per_epoch
 from .nn.models import build_model, param_names
 from .nn.module import NO_HOOKS, StepHooks
-from .nn.optim import SGD
+from .nn.optim import SGD, Adam
 from .party import PartyContext
 from .protocols.rounds import join, resolve, run
 from .tensor import SharedTensor, ops
 
-__all__ = ["PartyState", "train_party", "train_step", "predict_party"]
+__all__ = ["PartyState", "train_party", "train_step", "predict_party", "moment2_key"]
 
 
 @dataclass
@@ -37,34 +37,49 @@ class PartyState:
     """Everything a party must keep to resume: its shares and counters (checkpointed)."""
 
     params: dict[str, np.ndarray]
+    #: the optimizer's per-parameter state: SGD's momentum, or Adam's m, under the
+    #: parameter's name; Adam's v under ``moment2_key(name)``
     velocity: dict[str, np.ndarray] = field(default_factory=dict)
     step: int = 0
     prev_lr: float = 0.0
     source_seq: int = 0
 
 
+def moment2_key(name: str) -> str:
+    """Where a parameter's second moment (Adam's v) is kept in ``PartyState.velocity``."""
+    return f"{name}/v"
+
+
 def _inputs(model: ModelDescription, xb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(xb.reshape((xb.shape[0],) + model.input_shape))
 
 
-def _model_from_state(job: TrainJob, state: PartyState) -> tuple[Sequential, SGD]:
+def _model_from_state(job: TrainJob, state: PartyState) -> tuple[Sequential, SGD | Adam]:
     missing = set(param_names(job.model)) - set(state.params)
     if missing:
         raise JobError(f"missing parameter shares {sorted(missing)}")
-    if job.optimizer != "sgd":
-        raise JobError(f"the {job.optimizer!r} update on shares is not available yet; use sgd")
     model = build_model(job.model, state.params)
     params = model.parameters()
     for p in params:
         p.velocity = state.velocity.get(p.name)
+        p.moment2 = state.velocity.get(moment2_key(p.name))
+    if job.optimizer == "adam":
+        return model, Adam(params, job.lr, (job.beta1, job.beta2), job.eps, job.weight_decay,
+                           step=state.step)
     opt = SGD(params, job.lr, job.momentum, job.weight_decay)
     opt._prev_lr = state.prev_lr or None
     return model, opt
 
 
-def train_step(model: Sequential, loss, opt: SGD, x: SharedTensor, y: SharedTensor, lr: float,
+def _optimizer_state(model: Sequential) -> dict[str, np.ndarray]:
+    out = {p.name: p.velocity for p in model.parameters() if p.velocity is not None}
+    out.update({moment2_key(p.name): p.moment2 for p in model.parameters() if p.moment2 is not None})
+    return out
+
+
+def train_step(model: Sequential, loss, opt: SGD | Adam, x: SharedTensor, y: SharedTensor, lr: float,
                report: bool = False, hooks: StepHooks = NO_HOOKS):
-    """One SGD step, a coroutine: forward, the loss gradient, backward with every
+    """One training step, a coroutine: forward, the loss gradient, backward with every
     parameter's update started as soon as its gradient exists, then the end of the updates.
     With ``report``, returns the shares of the loss's report (p_y for classification, the
     squared error for regression), computed concurrently with backward; else None."""
@@ -112,7 +127,7 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
         py = run(ctx, train_step(model, loss, opt, x, y, lr, report, hooks), hooks.step_plan(step))
         ctx.source.step_done()
         state.params = {p.name: p.value for p in model.parameters()}
-        state.velocity = {p.name: p.velocity for p in model.parameters() if p.velocity is not None}
+        state.velocity = _optimizer_state(model)
         state.step, state.prev_lr = step + 1, lr
         state.source_seq = getattr(ctx.source, "next_seq", 0)
         if on_step is not None:

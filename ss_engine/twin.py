@@ -3,8 +3,8 @@
 Used by the tests (one secure SGD step against one torch step), by
 ``--compare-plaintext``, and by the trainer to evaluate a reconstructed model.  The twin
 trains with the job's optimizer: SGD with momentum and weight decay (what the secure run
-computes) or Adam (``torch.optim.Adam`` with its default betas and eps; the oracle the
-secure Adam update will be tested against).
+computes) or Adam (``torch.optim.Adam`` with the job's betas and eps: the oracle the
+secure Adam update is tested against).
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def evaluate(model, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray)
 def _optimizer(net: nn.Module, job: TrainJob, lr: float | None = None) -> torch.optim.Optimizer:
     lr = job.lr if lr is None else lr
     if job.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=lr, weight_decay=job.weight_decay)
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=(job.beta1, job.beta2), eps=job.eps,
+                                weight_decay=job.weight_decay)
     return torch.optim.SGD(net.parameters(), lr=lr, momentum=job.momentum,
                            weight_decay=job.weight_decay)
 

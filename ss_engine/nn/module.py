@@ -26,7 +26,8 @@ class Parameter:
     name: str
     value: np.ndarray
     grad: SharedTensor | None = None        # batch-summed gradient, at its own scale
-    velocity: np.ndarray | None = None      # optimizer state: lr-scaled momentum buffer
+    velocity: np.ndarray | None = None      # optimizer state: SGD's lr-scaled momentum, Adam's m
+    moment2: np.ndarray | None = None       # Adam's second moment v
     _tensor: SharedTensor | None = field(default=None, repr=False)
 
     def tensor(self, ctx: PartyContext) -> SharedTensor:

@@ -39,9 +39,9 @@ from ..party import PartyContext
 from .forms import LinearForm, form_mul
 from .polynomial import (SUM_BOUND_BITS, Numerator, chebyshev_coeffs, goldschmidt_s, polys_s,
                          powers_s, trunc_forms_s)
-from .steps import step_form, threshold_bits_s
+from .steps import combine, step_form, threshold_bits_s
 
-__all__ = ["Domain", "reciprocal_s", "rsqrt_s", "log_s", "reciprocal_domain", "rsqrt_domain",
+__all__ = ["Domain", "reciprocal_s", "rsqrt_s", "rsqrt_times_s", "rsqrt_poly_coeffs", "log_s", "reciprocal_domain", "rsqrt_domain",
            "log_domain"]
 
 
@@ -98,23 +98,33 @@ def _ring(value: float, bits: int) -> int:
     return int(round(value * 2.0 ** bits))
 
 
+def _s_bits(dom: Domain) -> int:
+    """Fractional bits that make every normaliser r^-(e+1) of the domain an integer."""
+    return max(0, math.ceil(math.log2(dom.radix) * (dom.e_hi + 1)))
+
+
+def _normalized_raw(ctx: PartyContext, bits, xm, dom: Domain, scale: int) -> np.ndarray:
+    """m = x S + T raw at scale + ``_s_bits`` (< 2^60: m < 1): S = r^-(e+1) on [r^e,
+    r^(e+1)), 0 outside the domain's powers, where T sets m = 1/r."""
+    exps = list(dom.exponents)
+    s_bits = _s_bits(dom)
+    s_vals = [0] + [_ring(float(dom.radix) ** -(e + 1), s_bits) for e in exps[:-1]] + [0]
+    edge = _ring(1.0 / dom.radix, scale + s_bits)
+    t_vals = [edge] + [0] * (len(exps) - 1) + [edge]
+    return form_mul(ctx, LinearForm.of_masked(xm), step_form(bits, s_vals)) + \
+        step_form(bits, t_vals).share(ctx.rank)
+
+
 def _normalize_s(ctx: PartyContext, x: np.ndarray, scale: int, dom: Domain, m_scale: int,
                  label: str):
     """(bits of x against the radix powers, m as a form at ``m_scale``): m = x r^-(e+1) in
     [1/r, 1) inside the domain's powers, 1/r below the first (x <= 0 included) and above
     the last.  Rounds: comparison + 1."""
     x = np.ascontiguousarray(x, dtype=np.int64).ravel()
-    exps = list(dom.exponents)
-    thresholds = [_ring(float(dom.radix) ** e, scale) for e in exps]
+    thresholds = [_ring(float(dom.radix) ** e, scale) for e in dom.exponents]
     bits, (xm,) = yield from threshold_bits_s(ctx, x, thresholds, extra=[x])
-    s_bits = max(0, math.ceil(math.log2(dom.radix) * (exps[-1] + 1)))  # S = r^-(e+1) exact
-    # m = x S + T, raw at scale + s_bits (< 2^60: m < 1)
-    s_vals = [0] + [_ring(float(dom.radix) ** -(e + 1), s_bits) for e in exps[:-1]] + [0]
-    t_vals = [_ring(1.0 / dom.radix, scale + s_bits)] + [0] * (len(exps) - 1) + \
-        [_ring(1.0 / dom.radix, scale + s_bits)]
-    raw = form_mul(ctx, LinearForm.of_masked(xm), step_form(bits, s_vals)) + \
-        step_form(bits, t_vals).share(ctx.rank)
-    (m,) = yield from trunc_forms_s(ctx, [raw], scale + s_bits - m_scale, label)
+    (m,) = yield from trunc_forms_s(ctx, [_normalized_raw(ctx, bits, xm, dom, scale)],
+                                    scale + _s_bits(dom) - m_scale, label)
     return bits, m
 
 
@@ -161,6 +171,52 @@ def reciprocal_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
 RSQRT_START = (2.1248, 1.2140)
 
 
+def _coupled_rsqrt_s(ctx: PartyContext, m: LinearForm, m_scale: int, num: LinearForm,
+                     num_scale: int, num_bound: float, work: int, out_scale: int, bits: int,
+                     coeff: tuple[int, int] = (1, 0)):
+    """coeff * num * m^(-1/2) for m in [1/4, 1] as a form at ``out_scale``: Goldschmidt's
+    coupled iteration g -> sqrt m, h -> 1/(2 sqrt m) with the numerator H = num h riding
+    along at ``work`` bits (|num| <= ``num_bound``); |r| <= 2^-bits.  ``coeff`` = (integer,
+    its fractional bits), a public factor folded into the last truncation.
+    Rounds: 1 + 2 K (``_rsqrt_steps``)."""
+    # y0 = a - b m at c bits; g0 = m y0, h0 = y0 / 2 at w, H0 = num y0 / 2 at `work`
+    top = math.ceil(math.log2(2.0 * max(num_bound, 1.0)))        # |num y0| < 2 |num|
+    c = min(12, SUM_BOUND_BITS - 2 - 2 * m_scale, SUM_BOUND_BITS - 1 - num_scale - m_scale - top)
+    if c < 6 or work + m_scale + top > SUM_BOUND_BITS - 1:
+        raise ValueError(f"rsqrt: a numerator at {num_scale} bits leaves no room for the iteration")
+    a, b = (_ring(v, c) for v in RSQRT_START)
+    y0 = m.affine(-b, np.int64(a) << np.int64(m_scale))            # at m_scale + c
+    w = m_scale
+    g, h, hh = yield from trunc_forms_s(
+        ctx, [form_mul(ctx, m, y0), y0.share(ctx.rank), form_mul(ctx, num, y0)],
+        [m_scale + c, c + 1, num_scale + m_scale + c + 1 - work], "rsqrt")
+    half = (np.int64(1) << np.int64(2 * w - 1)) if ctx.rank == 0 else np.int64(0)
+    steps = _rsqrt_steps(bits)
+    k, k_bits = coeff
+    for i in range(steps):
+        (r,) = yield from trunc_forms_s(ctx, [half - form_mul(ctx, g, h)], w, "rsqrt")
+        last = i == steps - 1
+        raw = (hh.share(ctx.rank) << np.int64(w)) + form_mul(ctx, hh, r)
+        raws = [raw * np.int64(k) if last and k != 1 else raw]
+        shifts = [w + work + k_bits - out_scale - 1 if last else w]     # the last: 2 k H
+        if not last:
+            raws += [(g.share(ctx.rank) << np.int64(w)) + form_mul(ctx, g, r),
+                     (h.share(ctx.rank) << np.int64(w)) + form_mul(ctx, h, r)]
+            shifts += [w, w]
+        got = yield from trunc_forms_s(ctx, raws, shifts, "rsqrt")
+        hh = got[0]
+        if not last:
+            g, h = got[1], got[2]
+    return hh
+
+
+def _rsqrt_buckets(dom: Domain) -> list[float]:
+    """R = x^(-1/2) / m^(-1/2) per bucket: 2^-(e+1) inside; where saturated m = 1/4
+    (m^(-1/2) = 2), so lo^(-1/2) / 2 and hi^(-1/2) / 2."""
+    return [0.5 / math.sqrt(dom.lo)] + [2.0 ** -(e + 1) for e in list(dom.exponents)[:-1]] + \
+        [0.5 / math.sqrt(dom.hi)]
+
+
 def rsqrt_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
             lo: float | None = None, hi: float | None = None):
     """x^(-1/2) at f fractional bits for a flat secret x at ``scale`` in [lo, hi] (default
@@ -170,36 +226,81 @@ def rsqrt_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     dom = rsqrt_domain(f, lo, hi).check(s, f, "rsqrt")
     m_scale, r1_bits = _scales(f)
     bits, m = yield from _normalize_s(ctx, x, s, dom, m_scale, "rsqrt")
-    exps = list(dom.exponents)
-    # m = 1/4 where saturated, rsqrt(1/4) = 2: R = lo^-1/2 / 2 or hi^-1/2 / 2
-    bucket = [0.5 / math.sqrt(dom.lo)] + [2.0 ** -(e + 1) for e in exps[:-1]] + [0.5 / math.sqrt(dom.hi)]
-    r1, r2 = _rescale_values(dom, bucket, r1_bits)
-    big_h = step_form(bits, r1)
-    # y0 = a - b m at c bits; g0 = m y0, h0 = y0 / 2, H0 = R1 h0, all at the iteration's
-    # scale w (products of values below 2 at 2 w)
-    c = min(12, SUM_BOUND_BITS - 2 - 2 * m_scale)
-    a, b = (_ring(v, c) for v in RSQRT_START)
-    y0 = m.affine(-b, np.int64(a) << np.int64(m_scale))            # at m_scale + c
-    w = m_scale
-    g, h, hh = yield from trunc_forms_s(
-        ctx, [form_mul(ctx, m, y0), y0.share(ctx.rank), form_mul(ctx, big_h, y0)],
-        [m_scale + c, c + 1, r1_bits + c + 1], "rsqrt")
-    half = (np.int64(1) << np.int64(2 * w - 1)) if ctx.rank == 0 else np.int64(0)
-    steps = _rsqrt_steps(f + 1)
-    for i in range(steps):
-        (r,) = yield from trunc_forms_s(ctx, [half - form_mul(ctx, g, h)], w, "rsqrt")
-        last = i == steps - 1
-        raws = [(hh.share(ctx.rank) << np.int64(w)) + form_mul(ctx, hh, r)]
-        shifts = [2 * w - f - 1 if last else w]            # the last: 2 H at f
-        if not last:
-            raws += [(g.share(ctx.rank) << np.int64(w)) + form_mul(ctx, g, r),
-                     (h.share(ctx.rank) << np.int64(w)) + form_mul(ctx, h, r)]
-            shifts += [w, w]
-        got = yield from trunc_forms_s(ctx, raws, shifts, "rsqrt")
-        hh = got[0]
-        if not last:
-            g, h = got[1], got[2]
+    r1, r2 = _rescale_values(dom, _rsqrt_buckets(dom), r1_bits)
+    hh = yield from _coupled_rsqrt_s(ctx, m, m_scale, step_form(bits, r1), r1_bits, 2.0, m_scale, f, f + 1)
     return form_mul(ctx, hh, step_form(bits, r2))
+
+
+def rsqrt_poly_coeffs(bits: int) -> list[float]:
+    """Coefficients in w = 2m - 1 of m^(-1/2) on [1/16, 1] (w in [-7/8, 1]), of the least
+    degree (<= 20) whose relative error is below 2^-bits (the last one otherwise)."""
+    lo, hi = -7.0 / 8.0 - 2.0 ** -12, 1.0 + 2.0 ** -12
+    grid = np.linspace(lo, hi, 2001)
+    ref = ((grid + 1) / 2) ** -0.5
+    coeffs = []
+    for deg in range(2, 21):
+        coeffs = chebyshev_coeffs(lambda w: ((w + 1) / 2) ** -0.5, deg, lo, hi)
+        if np.abs(np.polynomial.polynomial.polyval(grid, coeffs) / ref - 1).max() <= 2.0 ** -bits:
+            break
+    return coeffs
+
+
+def rsqrt_times_s(ctx: PartyContext, x: np.ndarray, scale: int, lo: float, hi: float,
+                  num: LinearForm, num_scale: int, bound: float, coeff: float = 1.0,
+                  bits: int | None = None):
+    """coeff * num * x^(-1/2) as a flat form at f, for a flat secret x at ``scale`` in
+    [lo, hi] (saturated outside: lo^(-1/2) below, x <= 0 too; hi^(-1/2) above) and a
+    numerator form at ``num_scale`` with |num x^(-1/2)| <= ``bound``: Adam's step, where
+    num and x may both be tiny and the result is bounded.  Relative error <= 2^-bits
+    (default f + 1) plus 2 ulp.
+
+    Radix 16 (one comparison against 16^e, half the thresholds of radix 4): m = x 16^-(e+1)
+    in [1/16, 1) and the numerator n = coeff num 4^-(e+1) (bounded by |coeff| bound, so the
+    public coeff keeps ~28 bits) in one round; m^(-1/2) by a Chebyshev polynomial in
+    w = 2m - 1 at 26 bits (degree 12 for 2^-10, 17 for 2^-14: Horner in w^4, 5 or 6
+    rounds); the product n p (1 round).
+    Rounds: 7 + 1 + 5 + 1 = 14 at 10 bits.  Bytes per element and party: 8 + J (8 + ~5.5)
+    + 8 per truncation (J = log_16(hi / lo) + 1)."""
+    f = ctx.frac_bits
+    want = f + 1 if bits is None else int(bits)
+    dom = Domain(float(lo), float(hi), 16).check(scale, f, "rsqrt")
+    coeffs = rsqrt_poly_coeffs(want)
+    # m and its powers at ~26 bits whatever f: the polynomial's coefficients (sum |c| ~ 40 at
+    # degree 12, ~250 at 17) multiply the powers' rounding; the Horner products (twice the
+    # scale) must still fit
+    m_scale = min(26, int((SUM_BOUND_BITS - 1 - math.log2(sum(abs(c) for c in coeffs) + 1)) // 2))
+    # n = coeff num 4^-(e+1) <= |coeff| bound, p = m^(-1/2) in [1, 4]: n at as many bits as
+    # the product n p allows (a small lr makes n small: its relative precision counts)
+    p_scale = f + 2
+    n_scale = SUM_BOUND_BITS - 4 - p_scale - math.ceil(math.log2(max(bound * abs(coeff), 2.0 ** -40)))
+    r_bits = 2 * (dom.e_hi + 1)                     # every 4^-(e+1) an integer
+    c_bits = SUM_BOUND_BITS - 2 - num_scale - r_bits - math.ceil(math.log2(max(bound * abs(coeff), 2.0 ** -40)))
+    if num_scale + r_bits - n_scale + c_bits <= 0 or c_bits < 8:
+        raise ValueError(f"rsqrt_times_s: a bound of {bound} at {num_scale} bits does not fit")
+    x = np.ascontiguousarray(x, dtype=np.int64).ravel()
+    thresholds = [_ring(16.0 ** e, scale) for e in dom.exponents]
+    bits_f, (xm,) = yield from threshold_bits_s(ctx, x, thresholds, extra=[x])
+    # R = x^(-1/2) / m^(-1/2): 4^-(e+1) inside; m = 1/16 where saturated (m^(-1/2) = 4)
+    r = [_ring(v, r_bits) for v in [0.25 / math.sqrt(dom.lo)] +
+         [4.0 ** -(e + 1) for e in list(dom.exponents)[:-1]] + [0.25 / math.sqrt(dom.hi)]]
+    num_r = form_mul(ctx, num, step_form(bits_f, r))
+    c_int = _ring(coeff, c_bits)
+    raws = [_normalized_raw(ctx, bits_f, xm, dom, scale), num_r * np.int64(c_int)]
+    shifts = [scale + _s_bits(dom) - m_scale, num_scale + r_bits + c_bits - n_scale]
+    # coeff keeps c_bits bits in that product; where that leaves it short of 2^-30 relative
+    # its residual (a far smaller number: more bits) is a second truncation of the same round
+    rest = coeff - c_int / 2.0 ** c_bits
+    rest_bits = c_bits + 24
+    if rest and abs(coeff) * 2.0 ** c_bits < 2.0 ** 30 and num_scale + r_bits + rest_bits > n_scale:
+        raws.append(num_r * np.int64(_ring(rest, rest_bits)))
+        shifts.append(num_scale + r_bits + rest_bits - n_scale)
+    got = yield from trunc_forms_s(ctx, raws, shifts, "rsqrt")
+    m, n = got[0], got[1] if len(got) == 2 else combine((1, got[1]), (1, got[2]))
+    w = m.affine(2, -(1 << m_scale))                                # 2m - 1 in [-7/8, 1]
+    pw = yield from powers_s(ctx, w, m_scale, m_scale, min(4, len(coeffs) - 1), "rsqrt")
+    (p,) = yield from polys_s(ctx, pw, m_scale, m_scale, [coeffs], p_scale, 1.0, "rsqrt")
+    (u,) = yield from trunc_forms_s(ctx, [form_mul(ctx, n, p)], n_scale + p_scale - f, "rsqrt")
+    return u
 
 
 def _rsqrt_steps(bits: int) -> int:
