@@ -43,7 +43,7 @@ import numpy as np
 from ..party import PartyContext
 from .beaver import MaskedOperand
 from .forms import LinearForm, form_mul
-from .polynomial import SUM_BOUND_BITS, chebyshev_coeffs, polys_s, powers_s, trunc_forms_s
+from .polynomial import SUM_BOUND_BITS, approximants, least_degree, polys_s, powers_s, trunc_forms_s
 from .rounds import gather, open_ring
 from .steps import combine, step_form, threshold_bits_s
 from .truncation import trunc_finish, trunc_prepare
@@ -51,7 +51,8 @@ from .truncation import trunc_finish, trunc_prepare
 __all__ = ["exp_s", "exp_nonpositive_s", "exp_split_s", "exp_u_coeffs",
            "split_cmp_bits", "ExpDomain"]
 
-#: u of the split lies in (-1, 1 + 2^-f); the polynomial is fitted on a little more
+#: u of the split lies in (-1, 1 + 2^-f); the polynomial is fitted on a little more, the
+#: same on both sides (so e^-u's coefficients are e^u's with alternating signs)
 U_LO, U_HI = -1.0 - 2.0 ** -10, 1.0 + 2.0 ** -10
 
 
@@ -60,16 +61,16 @@ def split_cmp_bits(scale: int) -> int:
     return max(8, 64 - int(scale))
 
 
+#: e^u on the split's range, every degree up to 12 (public constants)
+_EXP_U = approximants(np.exp, U_LO, U_HI, 12, relative=True)
+
+
 def exp_u_coeffs(bits: int, sign: int = 1) -> list[float]:
     """Coefficients of e^(sign u) on the split's range, of the least degree (<= 12) whose
-    Chebyshev error is below 2^-bits relative."""
-    grid = np.linspace(U_LO, U_HI, 2001)
-    ref = np.exp(sign * grid)
-    for deg in range(3, 13):
-        c = chebyshev_coeffs(lambda u: np.exp(sign * u), deg, U_LO, U_HI)
-        if np.abs(np.polynomial.polynomial.polyval(grid, c) / ref - 1).max() <= 2.0 ** -bits:
-            return c
-    raise ValueError(f"no polynomial of degree <= 12 reaches 2^-{bits}")
+    Chebyshev error is below 2^-bits relative (e^-u: the same with alternating signs, the
+    range being symmetric)."""
+    c = least_degree(_EXP_U, bits)
+    return c if sign > 0 else [v * (-1) ** i for i, v in enumerate(c)]
 
 
 class ExpDomain:

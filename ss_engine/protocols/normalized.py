@@ -37,8 +37,8 @@ import numpy as np
 
 from ..party import PartyContext
 from .forms import LinearForm, form_mul
-from .polynomial import (SUM_BOUND_BITS, Numerator, chebyshev_coeffs, goldschmidt_s, polys_s,
-                         powers_s, trunc_forms_s)
+from .polynomial import (SUM_BOUND_BITS, Numerator, approximants, goldschmidt_s, least_degree,
+                         polys_s, powers_s, trunc_forms_s)
 from .steps import combine, step_form, threshold_bits_s
 
 __all__ = ["Domain", "reciprocal_s", "rsqrt_s", "rsqrt_times_s", "rsqrt_poly_coeffs", "log_s", "reciprocal_domain", "rsqrt_domain",
@@ -231,18 +231,17 @@ def rsqrt_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     return form_mul(ctx, hh, step_form(bits, r2))
 
 
+#: m^(-1/2) on [1/16, 1] in w = 2m - 1 (w in [-7/8, 1]) and log m on [1/2, 1] in u = 4m - 3
+#: (u in [-1, 1]), every degree up to 20 and 12: public constants
+_RSQRT16 = approximants(lambda w: ((w + 1) / 2) ** -0.5, -7.0 / 8.0 - 2.0 ** -12, 1.0 + 2.0 ** -12, 20,
+                        relative=True)
+_LOG = approximants(lambda v: np.log((v + 3) / 4), -1.0, 1.0, 12, relative=False)
+
+
 def rsqrt_poly_coeffs(bits: int) -> list[float]:
-    """Coefficients in w = 2m - 1 of m^(-1/2) on [1/16, 1] (w in [-7/8, 1]), of the least
-    degree (<= 20) whose relative error is below 2^-bits (the last one otherwise)."""
-    lo, hi = -7.0 / 8.0 - 2.0 ** -12, 1.0 + 2.0 ** -12
-    grid = np.linspace(lo, hi, 2001)
-    ref = ((grid + 1) / 2) ** -0.5
-    coeffs = []
-    for deg in range(2, 21):
-        coeffs = chebyshev_coeffs(lambda w: ((w + 1) / 2) ** -0.5, deg, lo, hi)
-        if np.abs(np.polynomial.polynomial.polyval(grid, coeffs) / ref - 1).max() <= 2.0 ** -bits:
-            break
-    return coeffs
+    """Coefficients in w = 2m - 1 of m^(-1/2) on [1/16, 1], of the least degree (<= 20)
+    whose relative error is below 2^-bits (degree 20's otherwise)."""
+    return least_degree(_RSQRT16, bits)
 
 
 def rsqrt_times_s(ctx: PartyContext, x: np.ndarray, scale: int, lo: float, hi: float,
@@ -328,13 +327,7 @@ def log_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     offsets = [math.log(dom.lo) + math.log(2)] + [(e + 1) * math.log(2) for e in exps[:-1]] + \
         [math.log(dom.hi) + math.log(2)]
     u = m.affine(4, -(3 << m_scale))                                 # 4m - 3 in [-1, 1]
-    target = min(f, 24) + 2
-    coeffs = None
-    for deg in range(4, 13):
-        coeffs = chebyshev_coeffs(lambda v: np.log((v + 3) / 4), deg, -1.0, 1.0)
-        grid = np.linspace(-1, 1, 2001)
-        if np.abs(np.polynomial.polynomial.polyval(grid, coeffs) - np.log((grid + 3) / 4)).max() <= 2.0 ** -target:
-            break
+    coeffs = least_degree(_LOG, min(f, 24) + 2)
     pw = yield from powers_s(ctx, u, m_scale, m_scale, 4, "log")
     (p,) = yield from polys_s(ctx, pw, m_scale, m_scale, [coeffs], f, 1.0, "log")
     return p.share(ctx.rank) + step_form(bits, [_ring(v, f) for v in offsets]).share(ctx.rank)

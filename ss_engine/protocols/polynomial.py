@@ -34,7 +34,8 @@ from .rounds import gather
 from .steps import combine
 from .truncation import trunc_open_many
 
-__all__ = ["trunc_forms_s", "powers_s", "polys_s", "chebyshev_coeffs", "goldschmidt_s",
+__all__ = ["trunc_forms_s", "powers_s", "polys_s", "chebyshev_coeffs", "approximants",
+           "least_degree", "goldschmidt_s",
            "goldschmidt_steps", "denominator_scale", "Numerator", "SUM_BOUND_BITS"]
 
 #: every intermediate sum of these protocols stays below 2^SUM_BOUND_BITS raw units (the
@@ -125,6 +126,29 @@ def chebyshev_coeffs(fn, degree: int, lo: float, hi: float) -> list[float]:
     ``fn`` on [lo, hi] (near-minimax)."""
     cheb = np.polynomial.Chebyshev.interpolate(fn, degree, domain=[lo, hi])
     return [float(c) for c in cheb.convert(kind=np.polynomial.Polynomial).coef]
+
+
+def approximants(fn, lo: float, hi: float, max_degree: int, relative: bool) -> tuple:
+    """((error, coefficients), ...) of ``chebyshev_coeffs`` for degrees 2..max_degree, the
+    error the max on a fine grid (relative to fn or absolute): public constants, built once
+    (at import) by the protocols that use them."""
+    grid = np.linspace(lo, hi, 2049)
+    ref = fn(grid)
+    out = []
+    for deg in range(2, max_degree + 1):
+        c = chebyshev_coeffs(fn, deg, lo, hi)
+        err = np.abs(np.polynomial.polynomial.polyval(grid, c) - ref)
+        out.append((float((err / np.abs(ref)).max() if relative else err.max()), tuple(c)))
+    return tuple(out)
+
+
+def least_degree(table: tuple, bits: int) -> list[float]:
+    """The coefficients of least degree in ``table`` whose error is below 2^-bits (the
+    highest degree where none is)."""
+    for err, coeffs in table:
+        if err <= 2.0 ** -bits:
+            return list(coeffs)
+    return list(table[-1][1])
 
 
 def goldschmidt_steps(lo: float, hi: float, bits: int, coeff_bits: int) -> tuple[int, int, int]:
