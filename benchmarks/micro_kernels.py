@@ -6,7 +6,8 @@ Ring matmul: the Numba kernel (as called, and single-threaded), numpy's int64 ``
 BLAS) and float64 BLAS ``@`` of the same shape (a lower bound no exact ring product
 reaches).  Convolution lowering for the LeNet shapes: im2col, col2im and a full ring conv
 forward (im2col + ring matmul) against the numpy twins.  Bit slicing for the comparison
-circuit.  Times are the minimum over ``--repeat`` runs (the machine may be shared, the
+circuit.  Step functions of comparison bits and their products with a form (the nonlinear
+protocols' normalisation, Adam's over every parameter).  Times are the minimum over ``--repeat`` runs (the machine may be shared, the
 minimum is the least disturbed); medians are in the JSON.  ``--cache-timing`` also times
 import + first call in fresh processes with an empty and then a warm Numba cache.
 """
@@ -153,6 +154,29 @@ def bench_bits(rng, repeat: int) -> list[dict]:
     }]
 
 
+def bench_steps(rng, repeat: int) -> list[dict]:
+    """Step functions of comparison bits times a linear form (the nonlinear protocols'
+    normalisation): the one-pass kernel against its numpy twin, which does what the
+    generic linear-form product does (a temporary per bit and item)."""
+    rows = []
+    # Adam over network-a's first weight (11 powers of 16, m_t a truncation result), exp's
+    # and the softmax's split (44 / 13 integer thresholds, a 3-term u or p)
+    for case, j, t, n in (("adam fc1 (v vs 16^e)", 11, 2, 100_352), ("exp 128x10", 44, 2, 1280),
+                          ("softmax 128x10", 13, 2, 1280)):
+        e = rng.integers(0, 2, (j, n)).astype(np.int64)
+        d, rho, pub = _ring(rng, (j,)), _ring(rng, (j, n)), _ring(rng, (n,))
+        coeffs, items, prods = _ring(rng, (t, n)), _ring(rng, (t, n)), _ring(rng, (j, t, n))
+        args = (e, d, rho, 7, pub, coeffs, items, prods, True)
+        tm = {"step_product_numba": _timeit(lambda: K.step_product(*args), repeat),
+              "step_product_numpy": _timeit(lambda: K.step_product_np(*args), repeat),
+              "step_share_numba": _timeit(lambda: K.step_share(e, d, rho, 7, True), repeat),
+              "step_share_numpy": _timeit(lambda: K.step_share_np(e, d, rho, 7, True), repeat)}
+        rows.append({"group": "steps", "case": case, "shape": f"J={j}, T={t}, n={n}", "seconds": tm,
+                     **{f"speedup_{op}": tm[f"{op}_numpy"]["min"] / tm[f"{op}_numba"]["min"]
+                        for op in ("step_product", "step_share")}})
+    return rows
+
+
 _FIRST_CALL = """
 import time, numpy as np
 t0 = time.perf_counter()
@@ -212,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    rows = bench_matmul(rng, args.repeat) + bench_conv(rng, args.repeat) + bench_bits(rng, args.repeat)
+    rows = (bench_matmul(rng, args.repeat) + bench_conv(rng, args.repeat) + bench_bits(rng, args.repeat)
+            + bench_steps(rng, args.repeat))
     cache = bench_cache() if args.cache_timing else None
     print_table(rows, cache)
     report = {

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ss_engine import kernels as K
 from ss_engine.kernels import _runtime, bits as kbits, conv as kconv, gf2 as kgf2, matmul as kmatmul
-from ss_engine.kernels import select as kselect
+from ss_engine.kernels import select as kselect, steps as ksteps, trunc as ktrunc
 from ss_engine.preprocessing import circuits
 
 I64_MIN, I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -541,12 +541,12 @@ def test_every_kernel_has_a_numpy_twin_with_the_same_signature():
 
 def test_numba_functions_are_cached_and_entry_points_release_the_gil():
     found = 0
-    for mod in (kmatmul, kconv, kbits, kgf2, kselect):
+    for mod in (kmatmul, kconv, kbits, kgf2, kselect, ktrunc, ksteps):
         for name, obj in vars(mod).items():
             if isinstance(obj, numba.core.registry.CPUDispatcher):
                 found += 1
                 assert type(obj._cache).__name__ == "FunctionCache", f"{mod.__name__}.{name}"
-                if name.endswith(("_par", "_ser")):
+                if name.endswith(("_par", "_ser")) or mod in (ktrunc, ksteps):
                     assert obj.targetoptions.get("nogil") is True, name
                     assert bool(obj.targetoptions.get("parallel")) == name.endswith("_par"), name
     assert found >= 20
@@ -584,3 +584,24 @@ def test_truncation_kernels_match_numpy(data, n, f):
         K.trunc_split(v.astype(np.float64), f)
     with pytest.raises(ValueError):
         K.trunc_open_parts(v, 62)
+
+
+@HYP
+@given(st.data(), st.integers(0, 200), st.integers(1, 12), st.integers(0, 4))
+def test_step_kernels_match_numpy(data, n, j, t):
+    """Step functions of B2A bits and their products with a form: the kernel and its numpy
+    twin agree bit for bit, on any ring values (they wrap mod 2^64 alike)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    e = rng.integers(0, 2, (j, n)).astype(np.int64)
+    d, v0 = ring_array(data, (j,), "d"), int(data.draw(st.sampled_from(list(SPECIAL))))
+    rho, pub = ring_array(data, (j, n), "rho"), ring_array(data, (n,), "pub")
+    coeffs, items = ring_array(data, (t, n), "c"), ring_array(data, (t, n), "u")
+    prods = ring_array(data, (j, t, n), "pi")
+    for rank0 in (True, False):
+        np.testing.assert_array_equal(K.step_share(e, d, rho, v0, rank0), K.step_share_np(e, d, rho, v0, rank0))
+        np.testing.assert_array_equal(K.step_product(e, d, rho, v0, pub, coeffs, items, prods, rank0),
+                                      K.step_product_np(e, d, rho, v0, pub, coeffs, items, prods, rank0))
+    with pytest.raises(ValueError, match="do not agree"):
+        K.step_share(e, d[:0], rho, v0, True)
+    with pytest.raises(TypeError):
+        K.step_share(e.astype(np.int32), d, rho, v0, True)

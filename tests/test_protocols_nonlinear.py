@@ -124,3 +124,32 @@ def test_sigmoid_property(f, draws):
     ref = 0.5 * (1.0 + np.tanh(x / 2))
     assert np.all(np.abs(y - ref) <= 3 * ulp)
     assert rt.contexts[0].channel.stats.rounds == (13 if f <= 16 else 14)
+
+
+def test_step_function_kernels_give_form_muls_values():
+    """``Steps.share``/``Steps.times`` (one-pass kernels) reconstruct to what the generic
+    linear-form algebra gives: the step function of the bits, times a truncation result."""
+    from ss_engine.protocols.forms import form_mul
+    from ss_engine.protocols.polynomial import trunc_forms_s
+    from ss_engine.protocols.steps import threshold_bits_s
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 3, 300)
+    y = rng.normal(0, 2, 300)
+    values = [5, -3, 0, 7, 2 ** 40, -1]
+    thresholds = [-2.0, -0.5, 0.0, 0.5, 2.0]
+
+    def body(ctx, xv, yv):
+        steps, _ = yield from threshold_bits_s(ctx, xv, [round(t * 2 ** 16) for t in thresholds])
+        (yf,) = yield from trunc_forms_s(ctx, [yv << np.int64(4)], 4, "t")
+        return (steps.share(ctx, values), steps.times(ctx, values, yf),
+                steps.form(values).share(ctx.rank), form_mul(ctx, yf, steps.form(values)))
+
+    rt = make_runtime()
+    (a0, b0, c0, d0), (a1, b1, c1, d1) = rt.run_same(body, rt.share_float(x), rt.share_float(y))
+    xq = np.round(x * 2 ** 16) / 2 ** 16
+    want = np.array(values)[np.searchsorted(thresholds, xq, side="right")]
+    assert np.array_equal(a0 + a1, want) and np.array_equal(c0 + c1, want)
+    yq = np.round(y * 2 ** 16).astype(np.int64)
+    prod = b0 + b1
+    assert np.array_equal(prod, d0 + d1)
+    assert np.all(np.abs(prod - want * yq) <= np.abs(want))    # y's truncation: +-1 ulp

@@ -13,6 +13,8 @@ truncation's loops, which run on every tensor of a training step.
   the comparison's GF(2) circuits on bit-sliced words)
 * :mod:`.select`  ``bit_select`` (a bit-to-arithmetic conversion's select in one pass)
 * :mod:`.trunc`   ``trunc_split``, ``trunc_open_parts`` (the exact truncation's one-pass loops)
+* :mod:`.steps`   ``step_share``, ``step_product`` (step functions of comparison bits, and
+  their products with a linear form, in one pass: the nonlinear protocols' normalisation)
 * :mod:`._runtime`  threading layer and per-call scheduling (``runtime_info``); importing
   this package selects the threading layer, see that module's docstring.
 """
@@ -24,6 +26,7 @@ from .gf2 import and_nodes, and_nodes_np, xor_terms, xor_terms_np
 from .matmul import (ring_matmul, ring_matmul_any, ring_matmul_any_np, ring_matmul_batched,
                      ring_matmul_batched_np, ring_matmul_np)
 from .select import bit_select, bit_select_np
+from .steps import step_product, step_product_np, step_share, step_share_np
 from .trunc import trunc_open_parts, trunc_open_parts_np, trunc_split, trunc_split_np
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
     "bit_select", "bit_select_np",
     # truncation
     "trunc_split", "trunc_split_np", "trunc_open_parts", "trunc_open_parts_np",
+    # step functions of comparison bits
+    "step_share", "step_share_np", "step_product", "step_product_np",
     # runtime
     "runtime_info", "KernelRuntimeInfo", "NUM_THREADS_ENV",
 ]

@@ -42,10 +42,10 @@ import numpy as np
 
 from ..party import PartyContext
 from .beaver import MaskedOperand
-from .forms import LinearForm, form_mul
+from .forms import LinearForm
 from .polynomial import SUM_BOUND_BITS, approximants, least_degree, polys_s, powers_s, trunc_forms_s
 from .rounds import gather, open_ring
-from .steps import combine, step_form, threshold_bits_s
+from .steps import combine, threshold_bits_s
 from .truncation import trunc_finish, trunc_prepare
 
 __all__ = ["exp_s", "exp_nonpositive_s", "exp_split_s", "exp_u_coeffs",
@@ -140,9 +140,9 @@ def exp_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None):
     r1 = [0] + [round(math.exp(k - dom.exponent(k) * math.log(2)) * 2.0 ** dom.r_bits) for k in ks] + [0]
     r2 = [0] + [1 << dom.exponent(k) for k in ks] + [0]
     top = [0] * (len(ks) + 1) + [round(math.exp(dom.k_hi + 1) * 2.0 ** f)]
-    (q,) = yield from trunc_forms_s(ctx, [form_mul(ctx, p, step_form(bits, r1))],
+    (q,) = yield from trunc_forms_s(ctx, [bits.times(ctx, r1, p)],
                                     p_scale + dom.r_bits - f, "exp")
-    return form_mul(ctx, q, step_form(bits, r2)) + step_form(bits, top).share(ctx.rank)
+    return bits.times(ctx, r2, q) + bits.share(ctx, top)
 
 
 def exp_nonpositive_s(ctx: PartyContext, x: np.ndarray, scale: int, headroom_bits: int = 0):
@@ -156,4 +156,4 @@ def exp_nonpositive_s(ctx: PartyContext, x: np.ndarray, scale: int, headroom_bit
     bits, (p,), p_scale = yield from _exp_parts(ctx, x, scale, thresholds, "exp")
     r_bits = min(f + 8, SUM_BOUND_BITS - 1 - p_scale - int(headroom_bits))
     r1 = [0] + [round(math.exp(k) * 2.0 ** r_bits) for k in thresholds]
-    return form_mul(ctx, p, step_form(bits, r1)), p_scale + r_bits
+    return bits.times(ctx, r1, p), p_scale + r_bits

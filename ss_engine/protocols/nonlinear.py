@@ -36,9 +36,7 @@ import numpy as np
 from ..party import PartyContext
 from .compare import max_s
 from .exp import _exp_parts, exp_nonpositive_s
-from .forms import form_mul
 from .polynomial import SUM_BOUND_BITS, Numerator, denominator_scale, goldschmidt_s, trunc_forms_s
-from .steps import step_form
 
 __all__ = ["softmax_s", "softmax_form_s", "sigmoid_s", "sigmoid_form_s", "SOFTMAX_BITS"]
 
@@ -97,9 +95,9 @@ def sigmoid_form_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None):
     pos = [0] + [round(math.exp(-k) * 2.0 ** r_bits) if k >= 0 else 0 for k in ks] + [0]
     one = 1 << (p_scale + r_bits)
     geq0 = [0] + [one if k >= 0 else 0 for k in ks] + [one]
-    n_raw = form_mul(ctx, p_plus, step_form(bits, neg))              # e^x where K < 0
-    g = step_form(bits, geq0).share(ctx.rank)
-    d_raw = form_mul(ctx, p_minus, step_form(bits, pos)) + n_raw
+    n_raw = bits.times(ctx, neg, p_plus)              # e^x where K < 0
+    g = bits.share(ctx, geq0)
+    d_raw = bits.times(ctx, pos, p_minus) + n_raw
     if ctx.rank == 0:
         d_raw += np.int64(one)
     work = f + 2

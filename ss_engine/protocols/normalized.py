@@ -39,7 +39,7 @@ from ..party import PartyContext
 from .forms import LinearForm, form_mul
 from .polynomial import (SUM_BOUND_BITS, Numerator, approximants, goldschmidt_s, least_degree,
                          polys_s, powers_s, trunc_forms_s)
-from .steps import combine, step_form, threshold_bits_s
+from .steps import combine, threshold_bits_s
 
 __all__ = ["Domain", "reciprocal_s", "rsqrt_s", "rsqrt_times_s", "rsqrt_poly_coeffs", "log_s", "reciprocal_domain", "rsqrt_domain",
            "log_domain"]
@@ -111,8 +111,8 @@ def _normalized_raw(ctx: PartyContext, bits, xm, dom: Domain, scale: int) -> np.
     s_vals = [0] + [_ring(float(dom.radix) ** -(e + 1), s_bits) for e in exps[:-1]] + [0]
     edge = _ring(1.0 / dom.radix, scale + s_bits)
     t_vals = [edge] + [0] * (len(exps) - 1) + [edge]
-    return form_mul(ctx, LinearForm.of_masked(xm), step_form(bits, s_vals)) + \
-        step_form(bits, t_vals).share(ctx.rank)
+    return bits.times(ctx, s_vals, LinearForm.of_masked(xm)) + \
+        bits.share(ctx, t_vals)
 
 
 def _normalize_s(ctx: PartyContext, x: np.ndarray, scale: int, dom: Domain, m_scale: int,
@@ -161,9 +161,9 @@ def reciprocal_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     bucket = [0.5 / dom.lo] + [2.0 ** -(e + 1) for e in exps[:-1]] + [0.5 / dom.hi]
     r1, r2 = _rescale_values(dom, bucket, r1_bits)
     (n,) = yield from goldschmidt_s(ctx, m, m_scale, 0.5, 1.0,
-                                    [Numerator(step_form(bits, r1), r1_bits, 4.0, f)], f + 1,
+                                    [Numerator(bits.form(r1), r1_bits, 4.0, f)], f + 1,
                                     "reciprocal")
-    return form_mul(ctx, n, step_form(bits, r2))
+    return bits.times(ctx, r2, n)
 
 
 #: y0 = a - b m, the linear start for m^(-1/2) on [1/4, 1] minimising max |1 - m y0^2|
@@ -227,8 +227,8 @@ def rsqrt_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     m_scale, r1_bits = _scales(f)
     bits, m = yield from _normalize_s(ctx, x, s, dom, m_scale, "rsqrt")
     r1, r2 = _rescale_values(dom, _rsqrt_buckets(dom), r1_bits)
-    hh = yield from _coupled_rsqrt_s(ctx, m, m_scale, step_form(bits, r1), r1_bits, 2.0, m_scale, f, f + 1)
-    return form_mul(ctx, hh, step_form(bits, r2))
+    hh = yield from _coupled_rsqrt_s(ctx, m, m_scale, bits.form(r1), r1_bits, 2.0, m_scale, f, f + 1)
+    return bits.times(ctx, r2, hh)
 
 
 #: m^(-1/2) on [1/16, 1] in w = 2m - 1 (w in [-7/8, 1]) and log m on [1/2, 1] in u = 4m - 3
@@ -282,7 +282,7 @@ def rsqrt_times_s(ctx: PartyContext, x: np.ndarray, scale: int, lo: float, hi: f
     # R = x^(-1/2) / m^(-1/2): 4^-(e+1) inside; m = 1/16 where saturated (m^(-1/2) = 4)
     r = [_ring(v, r_bits) for v in [0.25 / math.sqrt(dom.lo)] +
          [4.0 ** -(e + 1) for e in list(dom.exponents)[:-1]] + [0.25 / math.sqrt(dom.hi)]]
-    num_r = form_mul(ctx, num, step_form(bits_f, r))
+    num_r = bits_f.times(ctx, r, num)
     c_int = _ring(coeff, c_bits)
     raws = [_normalized_raw(ctx, bits_f, xm, dom, scale), num_r * np.int64(c_int)]
     shifts = [scale + _s_bits(dom) - m_scale, num_scale + r_bits + c_bits - n_scale]
@@ -330,4 +330,4 @@ def log_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     coeffs = least_degree(_LOG, min(f, 24) + 2)
     pw = yield from powers_s(ctx, u, m_scale, m_scale, 4, "log")
     (p,) = yield from polys_s(ctx, pw, m_scale, m_scale, [coeffs], f, 1.0, "log")
-    return p.share(ctx.rank) + step_form(bits, [_ring(v, f) for v in offsets]).share(ctx.rank)
+    return p.share(ctx.rank) + bits.share(ctx, [_ring(v, f) for v in offsets])

@@ -31,7 +31,6 @@ import numpy as np
 from ..party import PartyContext
 from .forms import LinearForm, form_mul
 from .rounds import gather
-from .steps import combine
 from .truncation import trunc_open_many
 
 __all__ = ["trunc_forms_s", "powers_s", "polys_s", "chebyshev_coeffs", "approximants",

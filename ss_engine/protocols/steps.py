@@ -8,9 +8,11 @@ openings share the comparison's last round).
 
 A step function g with value v_0 below t_0 and v_{j+1} on [t_j, t_{j+1}) is then
     g(x) = v_0 + sum_j (v_{j+1} - v_j) [x >= t_j],
-a *linear form* in the J dealer bits (``step_form``): it costs no round, and a product of
-it with another form costs no opening (``forms.form_mul``; one dealer product per pair of
-items).  This is how the nonlinear protocols normalise a magnitude (x times 2^-k for the
+a *linear form* in the J dealer bits (``Steps.form``): it costs no round, and a product of
+it with another form costs no opening (one dealer product per pair of items).  ``Steps``
+keeps the bits of one comparison and evaluates a step function's share and its product
+with a form in one pass (``kernels.step_share`` / ``kernels.step_product``: the same
+shares as ``forms.form_mul`` gives, without its J T temporaries).  This is how the nonlinear protocols normalise a magnitude (x times 2^-k for the
 power of two just above x), select e^K for an integer K, or saturate outside a domain:
 each is a step function of the same bits.
 
@@ -25,18 +27,70 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import kernels
 from ..party import PartyContext
 from .compare import b2a_s, flip_xor, msb_xor_s, pack_bits, unpack_bits
 from .forms import FormTerm, LinearForm
 from .rounds import gather
 
-__all__ = ["threshold_bits_s", "step_form", "combine", "constant_form"]
+__all__ = ["Steps", "threshold_bits_s", "step_form", "combine", "constant_form"]
+
+
+class Steps:
+    """The bits [x >= t_j] of one ``threshold_bits_s``: public e (J, n) and the dealer bits
+    rho_j; step functions of them by their values (ring integers, one more than bits)."""
+
+    def __init__(self, bit_forms: Sequence[LinearForm]):
+        self.forms = list(bit_forms)
+        self.e = np.stack([b.public for b in self.forms]).astype(np.int64, copy=False)
+        self.materials = [b.terms[0].material for b in self.forms]
+
+    def __len__(self) -> int:
+        return len(self.forms)
+
+    def _increments(self, values: Sequence[int]) -> tuple[int, np.ndarray]:
+        if len(values) != len(self.forms) + 1:
+            raise ValueError("a step function needs one value more than it has thresholds")
+        v = [int(a) for a in values]
+        return v[0], np.array([hi - lo for lo, hi in zip(v[:-1], v[1:])], dtype=np.int64)
+
+    def form(self, values: Sequence[int]) -> LinearForm:
+        """The step function as a linear form in the bits (``step_form``)."""
+        return step_form(self.forms, values)
+
+    def _rho(self) -> np.ndarray:
+        return np.stack([m["a"] for m in self.materials])
+
+    def share(self, ctx: PartyContext, values: Sequence[int]) -> np.ndarray:
+        """This party's share of the step function.  Rounds: 0."""
+        v0, d = self._increments(values)
+        return kernels.step_share(self.e, d, self._rho(), v0, ctx.rank == 0)
+
+    def times(self, ctx: PartyContext, values: Sequence[int], form: LinearForm) -> np.ndarray:
+        """This party's share of (step function) * form for a flat form of the bits' length:
+        the dealer's product of every bit with every item of the form.  Rounds: 0."""
+        v0, d = self._increments(values)
+        n = self.e.shape[1]
+        if form.public.shape != (n,):
+            raise ValueError(f"a step function of {n} elements times a form of {form.public.shape}")
+        live = [j for j in range(len(d)) if d[j]]
+        items = [t.value() for t in form.terms]
+        coeffs = [np.broadcast_to(np.asarray(t.coeff, np.int64), (n,)) for t in form.terms]
+        prods = [[ctx.source.product("mul", self.materials[j].ref("a"), t.material.ref(t.field), (n,))["c"]
+                  for t in form.terms] for j in live]
+        t_count = len(items)
+        stack = (lambda rows: np.stack(rows) if rows else np.zeros((0, n), np.int64))
+        return kernels.step_product(
+            self.e[live], d[live], self._rho()[live] if live else np.zeros((0, n), np.int64), v0,
+            np.asarray(form.public, np.int64), stack(coeffs), stack(items),
+            np.stack([np.stack(r) for r in prods]) if prods and t_count else np.zeros((len(live), t_count, n), np.int64),
+            ctx.rank == 0)
 
 
 def threshold_bits_s(ctx: PartyContext, x: np.ndarray, thresholds: Sequence[int],
                      bits: int | None = None, extra: Sequence[np.ndarray] = ()):
-    """([x >= t_j] for each public threshold t_j as a flat B2A ``LinearForm``, the
-    ``MaskedOperand``s of ``extra``).  x is a flat share; thresholds are ring integers at
+    """(``Steps``: [x >= t_j] for each public threshold t_j as flat B2A ``LinearForm``s,
+    the ``MaskedOperand``s of ``extra``).  x is a flat share; thresholds are ring integers at
     x's scale; the comparison runs in Z_2^bits (default ``cmp_bits``) and is exact while
     |x - t_j| < 2^(bits-1).  ``extra`` secrets are masked and opened in the first message
     (for products with the bits later, at no round of their own)."""
@@ -50,7 +104,7 @@ def threshold_bits_s(ctx: PartyContext, x: np.ndarray, thresholds: Sequence[int]
     # [x >= t] = NOT msb(x - t); XOR shares unpack and repack locally, one row per threshold
     geq = pack_bits(unpack_bits(flip_xor(ctx, msb)[None, :], j * n)[0].reshape(j, n))
     forms = yield from gather(*(b2a_s(ctx, geq[i], n) for i in range(j)))
-    return forms, opened
+    return Steps(forms), opened
 
 
 def step_form(bit_forms: Sequence[LinearForm], values: Sequence[int]) -> LinearForm:
