@@ -176,7 +176,7 @@ def test_help_is_for_users(capsys):
     assert "PATH.py:FUNCTION" in text and "--label-column" in text and "--test-split" in text
     for dev in ("issue", "(issue", "TODO", "ss_engine never imports"):
         assert dev not in text
-    assert "--optimizer" not in text    # adam has no secure update yet
+    assert "--optimizer" in text and "Adam" in text     # the secure Adam update exists
 
 
 def test_regression_from_a_csv_reports_mse_and_r2(tmp_path):

@@ -21,12 +21,15 @@ rsqrt_s: x^(-1/2), radix 4 (m in [1/4, 1), R = 2^-(e+1)); Goldschmidt's coupled 
   step.  Default domain [4^-ceil(f/2), 4^ceil((f+4)/2)] clipped to the format.
   Rounds: 7 + 1 + 1 + 2 K (K = 3 at f = 16: 15).
 log_s: log x = (e + 1) ln 2 + log m, log m by a Chebyshev polynomial in u = 4m - 3 on
-  [-1, 1] (degree 8 to 11 for 2^-(f+2)).  Default domain [2^-f, 2^(61-f-1)].
+  [-1, 1] (degree 8 to 11 for 2^-(f+2)).  Default domain [2^-f, 2^(59-f)].
   Rounds: 7 + 1 + 2 + L + 1 (12 at f = 16).
+rsqrt_times_s: c num x^(-1/2) with the numerator normalised alongside x (Adam's step;
+  radix 16 and a polynomial of the degree the caller's precision needs).
 Errors (relative for reciprocal/rsqrt, absolute for log) are stated per function in
 ``tests/test_protocols_normalized.py``, which checks them at the domain's ends, 0 and +-1
 ulp.  Bytes per element and party: 8 (the opening of x) + J comparisons + 8 per later
-truncation; J = log_r(hi / lo) + 1 (35 for reciprocal, 27 for rsqrt, 62 for log at f = 16).
+truncation; J = log_r(hi / lo) + 1 (35 for reciprocal, 19 for rsqrt, 60 for log at f = 16):
+~760, ~490, ~1230 bytes.
 """
 from __future__ import annotations
 

@@ -5,11 +5,13 @@ opening, so a chain of products costs one round per truncation it needs.
 
 ``powers_s``: u^2 (1 round), then u^3 = u u^2 and u^4 = u^2 u^2 (1 round), all forms.
 ``polys_s``: polynomials of degree <= 4 L + 4 in u by Horner in u^4 over degree-4 blocks,
-  p = Q_0 + u^4 (Q_1 + u^4 (Q_2 + ...)): Q_0 is linear in the powers (no round), each other
-  block is one truncation (all in one round), each Horner level one more.  Rounds after the
-  powers: L + 1 (2 for degree <= 8, 3 for degree <= 12); several polynomials of the same u
-  share the powers and the rounds.  The coefficients are scaled to the most fractional
-  bits that keep every sum below 2^61 (their rounding stays below the result's ulp).
+  p = Q_0 + u^4 (Q_1 + u^4 (Q_2 + ...)): every block is linear in the powers (no product),
+  the innermost is truncated (1 round) and each Horner level adds one truncation.  Rounds
+  after the powers: L + 1 (1 for degree <= 4, 2 for <= 8, 3 for <= 12); several
+  polynomials of the same u share the powers and the rounds.  The coefficients are scaled
+  to the most fractional bits that keep every sum below 2^61.
+``approximants`` / ``least_degree``: Chebyshev interpolants of a function on an interval
+  for every degree and their errors, built once (module constants of the protocols).
 ``goldschmidt_s``: n_k / d for forms d (public interval [lo, hi], 0 < lo) and numerators
   n_k, with the equioscillating linear start y0 = alpha - beta d:
     e_0 = 1 - d y0,  N_0 = n y0            (1 round: two truncations)
