@@ -159,11 +159,13 @@ class Adam(_Tasks):
       3. u = c_t m_t v_hat^(-1/2), v_hat = v_t 2^k_t (2^k_t, a power of two, nearest to the
          bias correction 1/(1 - b2^t): a shift, the rest of it joins the public constant
          c_t = lr sqrt(1 - b2^t) 2^(k_t/2) / (1 - b1^t)): ``protocols.normalized.
-         rsqrt_times_s``, the normalised coupled Goldschmidt iteration with m_t, normalised
-         alongside v, riding along as its numerator, and c_t in a truncation of its own
-         (one comparison round-set, 1 + 1 + 2 K + 1 rounds);
+         rsqrt_times_s``: one comparison of v_hat against the powers of 16 of its domain
+         (7 rounds), m = v_hat 16^-(e+1) and n = c_t m_t 4^-(e+1) (bounded, whatever the
+         magnitudes) in one round, m^(-1/2) by a polynomial of the degree the update's
+         precision needs (``_precision``; 4 to 7 rounds), u = n p (1 round);
       4. w -= u.
-    Rounds: 2 + 15 + 1 = 18 per update at f = 16, all in the parameter's own task.
+    Rounds: 2 + 7 + 1 + 5 + 1 = 16 per update at f = 16, lr = 1e-3 (18 at lr = 1e-2), all in
+    the parameter's own task.
 
     Fixed point (f fractional bits): m at F_m = min(2f, 36), v at F_v = min(2f + 18, 48)
     (v_1 = (1 - b2) g^2 is a thousand times below g^2, and still has ~6 bits for a gradient
@@ -282,7 +284,7 @@ class Adam(_Tasks):
         x = v_t << np.int64(cs["k"])
         if self.eps ** 2 * 2.0 ** f_v >= 1 and ctx.rank == 0:
             x = x + np.int64(round(self.eps ** 2 * 2.0 ** f_v))
-        # 4. the update, its public constant folded into the iteration's last truncation
+        # 4. the update (c_t rides with m_t in the normalisation round)
         u = yield from rsqrt_times_s(ctx, x, f_v, floor, self.V_TOP, m_t, f_m, RATIO_BOUND, cs["c"],
                                      self._precision(f))
         p.value = p.value - u.share(ctx.rank).reshape(p.value.shape)

@@ -11,10 +11,11 @@ Protocol ``exp_s`` for a secret x with ``scale`` s >= f fractional bits:
         (``steps.threshold_bits_s``) in Z_2^(64-s), exact for every K the split can give;
      b. e^u by a degree-d Chebyshev polynomial on [-1, 1] (``polynomial``: u^2; u^3, u^4;
         Q_1; p: 4 rounds, hidden behind the comparison).
-  3. e^x = e^K e^u with e^K a step function of the bits, split into R1 = e^K / 2^E(K) in
-     (2^-8, 1] (a form at F_R bits) and R2 = 2^E(K) (an integer, E a multiple of 8):
-     q = trunc(R1 p) (1 round), e^x = R2 q (a product of forms with an integer factor: no
-     truncation, no round), so no product ever exceeds 2^61 raw units.
+  3. e^x = e^K e^u with e^K a step function of the bits, split into R1 = e^K / 2^E(K)
+     (in [e, 2e) for K >= 1, e^K below: a form at F_R bits) and the integer R2 = 2^E(K):
+     q = trunc(R1 p) >= 1 (1 round; it keeps f bits of relative precision), e^x = R2 q (a
+     product of forms with an integer factor: no truncation, no round), so no product
+     ever exceeds 2^61 raw units.
   Saturation (never garbage): K < K_lo gives 0 (e^x < 2^-(f+1)); K > K_hi gives
   e^(K_hi + 1), the largest value below the format bound (e^x beyond it).
   Domain (exact): x <= x_hi = K_hi = floor((61 - f) ln 2) - 1, i.e. 30 at f = 16.

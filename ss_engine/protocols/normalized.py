@@ -22,7 +22,8 @@ rsqrt_s: x^(-1/2), radix 4 (m in [1/4, 1), R = 2^-(e+1)); Goldschmidt's coupled 
   Rounds: 7 + 1 + 1 + 2 K (K = 3 at f = 16: 15).
 log_s: log x = (e + 1) ln 2 + log m, log m by a Chebyshev polynomial in u = 4m - 3 on
   [-1, 1] (degree 8 to 11 for 2^-(f+2)).  Default domain [2^-f, 2^(59-f)].
-  Rounds: 7 + 1 + 2 + L + 1 (12 at f = 16).
+  Rounds: 7 + 1 + 2 + L + 1, one less where the polynomial's innermost products take their
+  coefficients directly (f <= 18): 11 at f = 16, 12 at f = 20, 13 at f = 24.
 rsqrt_times_s: c num x^(-1/2) with the numerator normalised alongside x (Adam's step;
   radix 16 and a polynomial of the degree the caller's precision needs).
 Errors (relative for reciprocal/rsqrt, absolute for log) are stated per function in
@@ -332,5 +333,5 @@ def log_s(ctx: PartyContext, x: np.ndarray, scale: int | None = None,
     u = m.affine(4, -(3 << m_scale))                                 # 4m - 3 in [-1, 1]
     coeffs = least_degree(_LOG, min(f, 24) + 2)
     pw = yield from powers_s(ctx, u, m_scale, m_scale, 4, "log")
-    (p,) = yield from polys_s(ctx, pw, m_scale, m_scale, [coeffs], f, 1.0, "log")
+    (p,) = yield from polys_s(ctx, pw, m_scale, m_scale, [coeffs], f, 1.0, "log", direct=True)
     return p.share(ctx.rank) + bits.share(ctx, [_ring(v, f) for v in offsets])

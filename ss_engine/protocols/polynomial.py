@@ -7,8 +7,10 @@ opening, so a chain of products costs one round per truncation it needs.
 ``polys_s``: polynomials of degree <= 4 L + 4 in u by Horner in u^4 over degree-4 blocks,
   p = Q_0 + u^4 (Q_1 + u^4 (Q_2 + ...)): every block is linear in the powers (no product),
   the innermost is truncated (1 round) and each Horner level adds one truncation.  Rounds
-  after the powers: L + 1 (1 for degree <= 4, 2 for <= 8, 3 for <= 12); several
-  polynomials of the same u share the powers and the rounds.  The coefficients are scaled
+  after the powers: L + 1 (1 for degree <= 4, 2 for <= 8, 3 for <= 12), one less where
+  the innermost block's products u^4 u^j can take their coefficients directly (their
+  precision allows it up to f ~ 18); several polynomials of the same u share the powers
+  and the rounds.  The coefficients are scaled
   to the most fractional bits that keep every sum below 2^61.
 ``approximants`` / ``least_degree``: Chebyshev interpolants of a function on an interval
   for every degree and their errors, built once (module constants of the protocols).
@@ -92,15 +94,17 @@ def _block_raw(ctx: PartyContext, powers, lifts, coeffs, scale: int, bits: int) 
 
 def polys_s(ctx: PartyContext, powers: Sequence[LinearForm], scale_u: int, scale: int,
             polys: Sequence[Sequence[float]], out_scale: int, magnitude: float = 1.0,
-            label: str = "poly"):
+            label: str = "poly", direct: bool = False):
     """Each polynomial sum_i c_i u^i of ``polys`` (power-basis coefficients) as a form at
     ``out_scale``, from ``powers_s``'s output (|u| <= ``magnitude``).  Rounds: L + 1 for
-    degree <= 4 L + 4 (module doc); the polynomials share them."""
+    degree <= 4 L + 4 (module doc), L with ``direct`` where the precision allows it (for a
+    polynomial on the critical path: the round saved costs ~4 dealer products per term of
+    u^4); the polynomials share them."""
     return (yield from gather(*(_poly(ctx, powers, scale_u, scale, [float(c) for c in cs],
-                                      out_scale, magnitude, label) for cs in polys)))
+                                      out_scale, magnitude, label, direct) for cs in polys)))
 
 
-def _poly(ctx, powers, scale_u, scale, coeffs, out_scale, magnitude, label):
+def _poly(ctx, powers, scale_u, scale, coeffs, out_scale, magnitude, label, direct):
     deg = len(coeffs) - 1
     if len(powers) < min(4, deg):
         raise ValueError(f"a degree-{deg} polynomial needs the powers up to u^{min(4, deg)}")
@@ -112,12 +116,25 @@ def _poly(ctx, powers, scale_u, scale, coeffs, out_scale, magnitude, label):
     if common + math.log2(total) > SUM_BOUND_BITS:
         raise ValueError(f"polynomial at scale {scale} does not fit the ring")
     inner = None   # Horner in u^4 over the blocks, innermost first
-    for k in range(len(blocks) - 1, -1, -1):
+    top_k = len(blocks) - 1
+    # the innermost block times u^4 can be multiplied out (u^4 u^j products, each with its
+    # coefficient) instead of truncated first, where the coefficients keep 2 bits more than
+    # the next level's result: one round less
+    direct_bits = SUM_BOUND_BITS - 1 - 2 * scale - math.ceil(math.log2(total))
+    direct = direct and top_k >= 1 and direct_bits >= (out_scale if top_k == 1 else scale) + 2
+    for k in range(top_k - (1 if direct else 0), -1, -1):
         raw = _block_raw(ctx, powers, lifts, blocks[k], scale, bits)   # at scale + bits
         at = scale + bits
         if inner is not None:
             raw = _lift(raw, common - at) + _lift(form_mul(ctx, inner, powers[3]), common - 2 * scale)
             at = common
+        elif direct:
+            at = max(at, 2 * scale + direct_bits)
+            raw = _lift(raw, at - scale - bits)
+            for c, p, lift in zip(blocks[top_k][1:], powers, lifts):   # u is at scale_u
+                a = np.int64(round(c * 2.0 ** direct_bits))
+                if a:
+                    raw += _lift(form_mul(ctx, powers[3], p), at - 2 * scale - direct_bits + lift) * a
         (inner,) = yield from trunc_forms_s(ctx, [raw], at - (out_scale if k == 0 else scale), label)
     return inner
 

@@ -27,7 +27,7 @@ drelu/lt  4                            0
 max       5 for k = 10, all pairs      s            (tournament from 2^14 values)
 argmax    5 for k = 10                 0 (one-hot)
 exp       9 (split, comparison, product) f       (every input: exact or saturated)
-log       12 (+1 above f)              f           (positive domain, saturated outside)
+log       11 (+1 above f)              f           (positive domain, saturated outside)
 sigmoid   13                           f
 reciprocal 12 (+1 above f)             f           (positive domain, saturated outside)
 div       reciprocal + 1               2f          (a public divisor: 0 rounds)
@@ -316,7 +316,7 @@ def exp(x: SharedTensor):
 def log(x: SharedTensor, lo: float | None = None, hi: float | None = None):
     """log x at f (``protocols.normalized``) for x in [lo, hi] (default every positive
     value from 2^-f to 2^(59-f)); log lo below (x <= 0 too), log hi above.  Absolute
-    error <= 2 ulp.  Rounds: 12 at f = 16 (+1 if x is above f)."""
+    error <= 2 ulp.  Rounds: 11 at f = 16 (+1 if x is above f)."""
     x = yield from _at_f(x)
     return _result(x, (yield from log_s(x.ctx, x.share.ravel(), x.frac_bits, lo, hi)))
 
