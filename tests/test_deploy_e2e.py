@@ -21,6 +21,9 @@ import pytest
 from benchmarks.deploy_strangers import DataPortFlood
 from client.session import ClientSession, JobFailed
 from client.train import train_remote
+from ss_engine.config import FixedPointConfig
+from ss_engine.description import init_params
+from ss_engine.encoding import encode
 from ss_engine.request import TrainRequest
 from ss_engine.config import FixedPointConfig
 from ss_engine.encoding import encode
@@ -77,6 +80,26 @@ def test_train_through_three_processes_equals_local_runtime(dep, trained):
     steady = r["steady_seconds_per_step"]
     assert 0 < r["warmup_seconds"] < r["server_train_seconds"]
     assert steady * (r["steps"] - 2) == pytest.approx(r["server_train_seconds"] - r["warmup_seconds"])
+
+
+def test_adam_through_three_processes_equals_local_runtime(dep):
+    """--optimizer adam on the servers: the update on shares (m, v, the normalised
+    x^(-1/2)) runs in the processes bit for bit as in the local runtime (its own test seed:
+    the dealer serves one job instance per seed)."""
+    n, bs, seed = 64, 32, b"e2e-adam-seed-16"
+    adam = dict(optimizer="adam", lr=0.002, beta1=0.8, beta2=0.99)
+    r = train_remote(dep.config, TrainRequest.build(
+        dataset="mnist-small", train_limit=n, test_limit=50, batch_size=bs, epochs=1,
+        progress=False, **adam), test_seed=seed, timeout=120, keep_job=True)
+    with ClientSession(dep.config) as s:
+        got = ring_sum(*s.fetch(r["job"]))
+    ref = local_reference(n, bs, seed=seed, **adam)
+    assert set(got) == set(ref)
+    for k in ref:
+        assert np.array_equal(got[k], ref[k]), k
+    # and it trained: the weights moved (Adam's first steps move every weight by ~lr)
+    start = {k: encode(v, FixedPointConfig(frac_bits=16)) for k, v in init_params("network-a", 0).items()}
+    assert min(np.abs(got[k] - start[k]).max() for k in ref) > 0.5 * 0.002 * 2 ** 16
 
 
 def test_unauthorised_client_refused_and_learns_nothing(dep, trained):

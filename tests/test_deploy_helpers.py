@@ -34,9 +34,10 @@ def start(root, **overrides):
 
 
 def local_reference(n: int, batch_size: int, epochs: int = 1, loss_every: int = 0,
-                    seed: bytes = SEED, with_stats: bool = False):
+                    seed: bytes = SEED, with_stats: bool = False, **job_settings):
     """The local runtime's model (ring values) for the seeds train_remote(test_seed=seed) uses
-    (and, ``with_stats``, the runtime's per-party channel and dealer counts)."""
+    (and, ``with_stats``, the runtime's per-party channel and dealer counts; ``job_settings``:
+    further ``TrainJob`` fields, e.g. the optimizer)."""
     fixed = FixedPointConfig(frac_bits=16)
     xtr, ytr, _, _ = load_preprocessed("mnist-small", n, 10)
     rt = LocalRuntime(EngineConfig(fixed=fixed), seed=seed)
@@ -44,7 +45,7 @@ def local_reference(n: int, batch_size: int, epochs: int = 1, loss_every: int = 
     p0, p1 = share_arrays({k: encode(v, fixed) for k, v in init.items()}, rt._input_prg)
     x0, x1 = rt.share_ring(encode_images(xtr, fixed))
     y0, y1 = rt.share_ring(encode_labels(ytr, fixed))
-    job = TrainJob(batch_size=batch_size, epochs=epochs, loss_every=loss_every)
+    job = TrainJob(batch_size=batch_size, epochs=epochs, loss_every=loss_every, **job_settings)
     st = [PartyState(p0), PartyState(p1)]
     rt.run(train_party, (x0, y0, job, st[0], None), (x1, y1, job, st[1], None))
     model = {k: st[0].params[k] + st[1].params[k] for k in st[0].params}
