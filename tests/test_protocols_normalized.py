@@ -77,3 +77,38 @@ def test_public_bounds_the_format_cannot_hold_are_errors(name, lo, hi, match):
     rt = make_runtime()
     with pytest.raises(Exception, match=match):
         rt.run_same(lambda c, v: fn(c, v, lo=lo, hi=hi), rt.share_float(np.ones(3)))
+
+
+def _div_bound(f, x, y):
+    """The documented error of x / y: x times 1/y (within 2 ulp (1 + 1/y)), then one
+    truncation: |x| 2^-(f-1) (1 + 1/|y|) + 1 ulp."""
+    return 2.0 ** -f * (2 * np.abs(x) * (1 + 1 / np.abs(y)) + 1)
+
+
+@pytest.mark.parametrize("f", FRAC_BITS)
+@FEW
+@given(draws=hnp.arrays(np.float64, st.integers(1, 30), elements=st.floats(0, 1)),
+       quotients=st.floats(-200, 200))
+def test_division_by_a_secret_on_its_domain_and_outside(f, draws, quotients):
+    """x / y for y over [1/16, 256] (its ends, +-1 ulp, 1) and beyond it (0, negative,
+    above): within the documented bound inside, x / lo or x / hi outside (the reciprocal's
+    saturation), never garbage; x = 0 and +-1 ulp included."""
+    from ss_engine.protocols.rounds import resolve
+    from ss_engine.tensor import SharedTensor, ops
+    lo, hi, ulp = 2.0 ** -4, 2.0 ** 8, 2.0 ** -f
+    dom = N.Domain(lo, hi, 2)
+    y, out = _inputs(f, dom, draws)
+    x = np.round(quotients * y / ulp) * ulp
+    x[:3] = [0.0, ulp, -ulp][:min(3, x.size)]
+    xo = np.round(np.full(out.size, 3.0 + quotients / 256) / ulp) * ulp
+    rt = make_runtime(frac_bits=f)
+
+    def body(ctx, sx, sy):
+        q = yield from ops.div(SharedTensor(ctx, sx), SharedTensor(ctx, sy), lo=lo, hi=hi)
+        return (yield from resolve(ops.truncate(q))).share
+
+    got = opened(rt.run_same(body, rt.share_float(np.concatenate([x, xo])),
+                             rt.share_float(np.concatenate([y, out]))), f)
+    assert np.all(np.abs(got[:x.size] - x / y) <= _div_bound(f, x, y))
+    sat = np.where(out < lo, lo, hi)
+    assert np.all(np.abs(got[x.size:] - xo / sat) <= _div_bound(f, xo, sat))
