@@ -44,7 +44,7 @@ def test_train_section_writes_json(tmp_path):
 
 def test_breakdown_accounts_for_the_whole_step(tmp_path):
     res = bench_breakdown.breakdown("network-a", B, warm=1, steps=1)
-    assert res["parties"][0]["rounds_per_step"] == 47   # tests/test_schedule.py: any batch
+    assert res["parties"][0]["rounds_per_step"] == 33   # tests/test_schedule.py: any batch
     for p in res["parties"]:
         tot = p["phases_total"]
         # every byte and round of the step happens inside exactly one phase

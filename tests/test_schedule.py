@@ -23,7 +23,7 @@ def _stats(rt):
 
 
 def test_independent_protocols_share_rounds():
-    """Two ReLUs (7 rounds each) and a truncation run concurrently: 7 rounds, not 15, the
+    """Two ReLUs (4 rounds each) and a truncation run concurrently: 4 rounds, not 9, the
     bytes of all three, and results equal to running them one after the other."""
     rng = np.random.default_rng(0)
     a, b = rng.integers(-(1 << 40), 1 << 40, (2, 50))
@@ -45,9 +45,9 @@ def test_independent_protocols_share_rounds():
     assert np.array_equal(out["together"][0], np.maximum(a, 0))
     assert np.array_equal(out["together"][1], np.maximum(b, 0))
     assert set(np.unique(out["together"][2] - (t >> 16))) <= {0, 1}
-    assert st["apart"][0][:2] == (15, 15)
+    assert st["apart"][0][:2] == (9, 9)
     # one message per direction per round, the same bytes
-    assert st["together"][0] == (7, 7, st["apart"][0][2])
+    assert st["together"][0] == (4, 4, st["apart"][0][2])
     assert st["together"][0] == st["together"][1]
 
 
@@ -129,7 +129,7 @@ def test_a_steps_plan_is_the_same_every_step():
     first = hooks.plans[0][0].normalized()
     # both steps, both parties
     assert all(p.normalized() == first for s in (0, 1) for p in hooks.plans[s])
-    assert len(first[0]) == per_step[0][0] and len(first[1]) == 176
+    assert len(first[0]) == per_step[0][0] and len(first[1]) == 154
     assert hooks.plans[1][0].bytes_sent[0] == per_step[1][1]
     rounds = first[0]
     assert all(r.items_before <= s.items_before for r, s in zip(rounds, rounds[1:]))
@@ -137,14 +137,18 @@ def test_a_steps_plan_is_the_same_every_step():
 
 @pytest.mark.parametrize("model,batch,rounds,nbytes", [
     # 54 rounds and 4,905,392 bytes before the scheduler: the ReLU bits are no longer opened
-    # (linear forms), the logits' truncation is folded into the softmax's exp; 53 and
-    # 4,633,008 before the softmax's exp split and Goldschmidt division (30 -> 24 rounds,
-    # 13 comparisons more per logit)
-    ("network-a", 128, 47, 4_885_328),
+    # (linear forms), the logits' truncation is folded into the softmax's exp (53 rounds,
+    # 4,633,008 bytes); then the comparator of blocks of 4 bits and fan-in-4 gates: each of
+    # the two ReLUs 4 rounds instead of 7 and the softmax's max of 10 5 instead of 11 (41,
+    # 4,347,744); then the softmax's exp split and Goldschmidt division (24 -> 16 rounds;
+    # 13 comparisons more per logit, in Z_2^32)
+    ("network-a", 128, 33, 4_541_824),
     # 95 rounds and 37,295,936 bytes before: as above, and the input gradient of the first
-    # Linear reaches the ReLU below the Flatten untruncated (one truncation, no opening);
-    # 93 and 35,797,824 before the softmax's new exp and division
-    ("lenet", 64, 87, 35_923_984),
+    # Linear reaches the ReLU below the Flatten untruncated (one truncation, no opening),
+    # 93 and 35,797,824; then the comparator: three ReLUs -9, two 2x2 max-pool tournaments
+    # -6 each (two levels of 4 rounds instead of 7), the softmax's max -6 (66, 31,387,064);
+    # then the softmax's new exp and division, -8
+    ("lenet", 64, 58, 31_484_104),
 ])
 def test_per_step_rounds_and_bytes_of_both_models(model, batch, rounds, nbytes):
     """The bars (network-a <= 54 rounds, <= 4.91 MB; LeNet <= 95, <= 37.3 MB) exactly."""
