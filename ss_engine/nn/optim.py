@@ -160,11 +160,11 @@ class Adam(_Tasks):
          bias correction 1/(1 - b2^t): a shift, the rest of it joins the public constant
          c_t = lr sqrt(1 - b2^t) 2^(k_t/2) / (1 - b1^t)): ``protocols.normalized.
          rsqrt_times_s``: one comparison of v_hat against the powers of 16 of its domain
-         (7 rounds), m = v_hat 16^-(e+1) and n = c_t m_t 4^-(e+1) (bounded, whatever the
+         (4 rounds), m = v_hat 16^-(e+1) and n = c_t m_t 4^-(e+1) (bounded, whatever the
          magnitudes) in one round, m^(-1/2) by a polynomial of the degree the update's
          precision needs (``_precision``; 4 to 7 rounds), u = n p (1 round);
       4. w -= u.
-    Rounds: 2 + 7 + 1 + 5 + 1 = 16 per update at f = 16, lr = 1e-3 (18 at lr = 1e-2), all in
+    Rounds: 2 + 4 + 1 + 5 + 1 = 13 per update at f = 16, lr = 1e-3 (15 at lr = 1e-2), all in
     the parameter's own task.
 
     Fixed point (f fractional bits): m at F_m = min(2f, 36), v at F_v = min(2f + 18, 48)

@@ -19,16 +19,18 @@ Protocol ``exp_s`` for a secret x with ``scale`` s >= f fractional bits:
   Saturation (never garbage): K < K_lo gives 0 (e^x < 2^-(f+1)); K > K_hi gives
   e^(K_hi + 1), the largest value below the format bound (e^x beyond it).
   Domain (exact): x <= x_hi = K_hi = floor((61 - f) ln 2) - 1, i.e. 30 at f = 16.
-  Rounds: 1 + max(comparison, 4) + 1: 9 with today's 64-bit comparison (7 rounds).
+  Rounds: 1 + max(comparison, 4) + 1 = 1 + 4 + 1 = 6 at every f (the comparison of K in
+  Z_2^(64-s): 4 rounds with the block comparator, beside the polynomial's 4).
   Bytes per element and party: 8 (split) [+ 8 for s = f] + J comparisons in Z_2^(64-s)
   (J = K_hi - K_lo + 2, 44 at f = 16) + 8 per truncation of the polynomial (5) and the
-  product (1): ~800 at f = 16.  Dealer: the comparison and J bits, ~30 products for the
-  powers and the polynomial, 2 J for R1 p and R2 q.
-  Error: relative <= 2^-(f-1) (Chebyshev degree chosen so its error is below 2^-(f+1)
-  on [-1, 1], plus the rounding of K's and u's truncations, the polynomial's and R1's);
-  absolute < 1.3 ulp where e^x < 1.  Measured over [-40, x_hi] at f = 12..24: <= 1.6 2^-f
-  relative, 1.3 ulp absolute (``tests/test_protocols_nonlinear.py`` checks 2 ulp + 2^-(f-1)
-  relative at the domain's ends, 0 and +-1 ulp).
+  product (1): 554 at f = 16 (532 to 570 over f = 12..24).  Dealer, to party 1: ~3.1 kB.
+  Accuracy (tested bound, ``tests/test_protocols_nonlinear.py``, at f = 12..24, the
+  domain's ends, 0 and +-1 ulp): |error| <= 2 ulp + 2^-(f-1) e^x.  Measured over
+  [-40, x_hi] (``benchmarks/nonlinear_accuracy.py``, f = 12 / 16 / 20 / 24): max absolute
+  error where e^x <= 1: 1.00 / 0.97 / 0.99 / 0.98 ulp; max relative error (e^x >= 1/2):
+  3.4e-4 / 1.8e-5 / 1.2e-6 / 8.9e-8, i.e. <= 1.5 2^-f.  (The Chebyshev degree is chosen so
+  its error is below 2^-(f+1) on [-1, 1]; the rest is the rounding of K's and u's
+  truncations, the polynomial's and R1's.)
 
 ``exp_nonpositive_s`` is the same protocol for x <= 0 (softmax's max-subtracted logits):
 thresholds K in [K_lo, 0] (13 at f = 16), no R2, the product R1 p returned untruncated (the

@@ -3,29 +3,34 @@ on a denominator whose range is known, so no normalisation is needed.
 
 softmax_s along the last axis (k classes), input at any scale s >= f:
   1. d = z - max(z) by ``compare.max_s`` (comparisons in a ring widened by the bits
-     above f): 11 rounds for k = 10 with the all-pairs max of today.
+     above f): 5 rounds for k = 10 (all pairs, one AND gate, the B2A with the select).
   2. e^d for d <= 0 (``exp.exp_nonpositive_s``): split (1 round), [K >= j] for j in
      [K_lo, 0] in one comparison round-set (K < K_lo gives 0: e^d < 2^-(f+1)) in parallel
-     with e^u's polynomial, the product R1 p left untruncated.
+     with e^u's polynomial (4 rounds each), the product R1 p left untruncated.
   3. One round truncates every e_i and the row sums s = sum_i e_i (raw, before the
      truncation); the max term is e^0 = 1 and every term is in [0, 1], so s in [1, k].
   4. p = e / s by ``polynomial.goldschmidt_s`` on [1, k]: 1 + K rounds (K = 4 for k = 10
      at the default 14 bits: |e_0| <= 0.518, 0.518^16 = 2^-15.2).
-  Rounds: max + 1 + max(cmp(64 - s), 4) + 1 + 1 + K: 11 + 1 + 6 + 1 + 1 + 4 = 24 for ten
-  classes of untruncated logits (s = 2f) with today's comparison; 25 at s = f.  The
-  comparison of a faster DReLU takes its place (and the max's): with a 4-round comparison
-  and a 5-round max of 10, 5 + 1 + 4 + 1 + 1 + 4 = 16.
-  Error: relative <= 2^-bits (default 14) plus a few ulp: 3e-5 absolute at f = 16
-  (``tests/test_protocols_nonlinear.py`` measures it at f = 12..24).  Exact for every
-  input (the split and the comparisons cannot wrap): logit differences of any size.
-  Bytes per element and party for 128 x 10 at s = 2f: 383 (the max ~45%, the 13
-  comparisons of the split ~40%).
+  Rounds: max + 1 + max(cmp(64 - s), 4) + 1 + 1 + K = 5 + 1 + 4 + 1 + 1 + 4 = 16 for ten
+  classes, at s = f and at s = 2f (the loss's untruncated logits), at every f.
+  Bytes per logit and party (128 x 10): 317 at f = 16 (299 to 374 over f = 12..24; most
+  of it the max's 45 comparisons per row and the split's 13 per logit); dealer ~1.5 kB.
+  Accuracy (tested bound, ``tests/test_protocols_nonlinear.py``, f = 12..24, logit gaps of
+  any size): |error| <= 2^-13 p + 4 ulp.  Measured (``benchmarks/nonlinear_accuracy.py``,
+  f = 12 / 16 / 20 / 24, rows of 10 logits spread 0.1 to 40 and a gap of 300): max
+  absolute error 1.45 / 2.17 / 18.7 / 289 ulp (2.2e-4 / 3.3e-5 / 1.8e-5 / 1.7e-5: above
+  f = 16 the 14-bit division dominates), max relative error (p >= 1/2) 5.2e-4 / 3.4e-5 /
+  1.8e-5 / 1.7e-5.  Exact for every input (the split and the comparisons cannot wrap).
 sigmoid_s: 1 / (1 + e^-x) = N / D with, from exp's split x = K + u:
   K >= 0: N = 1, D = 1 + e^-K e^-u;  K < 0: N = e^K e^u, D = 1 + N,
   both step functions of [K >= j] for j in [-T, T + 1] (T with e^-T e < 2^-(f+2)) times the
   two polynomials e^u, e^-u (which share their powers); D lies in [1, 1 + e], N / D by
-  Goldschmidt.  Saturates to 0 and 1 exactly.  Rounds: 1 + max(cmp(64 - s), 4) + 1 + 1 + K
-  (K = 3 at f = 16): 13.  Error <= 2 ulp.
+  Goldschmidt.  Domain: every input; saturates to 0 and 1 exactly.
+  Rounds: 1 + max(cmp(64 - s), 4) + 1 + 1 + K: 10 for f <= 16 (K = 3), 11 above.
+  Bytes per element and party: 478 at f = 16 (420 to 606); dealer ~2.3 kB.
+  Accuracy (tested bound, f = 12..24, 0, +-1 ulp, +-2^(40-f)): |error| <= 3 ulp.
+  Measured over [-50, 50] (f = 12 / 16 / 20 / 24): max absolute error 1.42 / 1.35 / 1.45 /
+  2.57 ulp, max relative error (y >= 1/2) 3.7e-4 / 3.1e-5 / 1.8e-6 / 1.5e-7.
 """
 from __future__ import annotations
 

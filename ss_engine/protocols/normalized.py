@@ -3,7 +3,7 @@ magnitude with ONE parallel comparison against the powers of the radix.
 
 Common first steps for a secret x > 0 at ``scale`` s and a public domain [lo, hi]:
   1. [x >= t_i] for the powers t_i = r^(e_lo + i) of the radix r (2, or 4 for rsqrt)
-     between lo and hi (``steps.threshold_bits_s``: one comparison round-set, 7 rounds in
+     between lo and hi (``steps.threshold_bits_s``: one comparison round-set, 4 rounds in
      Z_2^64), x masked and opened in the same first message.
   2. m = x S(x) + T(x) with S = r^-(e+1) on [r^e, r^(e+1)) (a step form: the product is
      local, one dealer product per threshold) truncated once (1 round): m in [1/r, 1).
@@ -15,22 +15,34 @@ Common first steps for a secret x > 0 at ``scale`` s and a public domain [lo, hi
      and R2 = 2^E an integer applied at the end with no truncation (``exp``'s trick).
 
 reciprocal_s: 1/x.  Default domain [2^-f, 2^(f+2)] (1/x below a quarter ulp beyond it).
-  Rounds: 7 + 1 + 1 + K, K = 2 (f <= 15) or 3 Goldschmidt steps (|e_0| <= 1/17): 12 at f = 16.
+  Rounds: 4 + 1 + 1 + K, K = 2 (f <= 15) or 3 Goldschmidt steps (|e_0| <= 1/17): 8 at
+  f = 12, 9 at f >= 16.  Bytes per element and party: 501 at f = 16 (387 to 697 over
+  f = 12..24: J = f + 4 comparisons); dealer ~2.8 kB.
+  Accuracy (tested bound, ``tests/test_protocols_normalized.py``, f = 12..24, the domain's
+  ends, +-1 ulp, 1, and beyond it): |error| <= 2 ulp (1 + 1/x).  Measured over the domain
+  (``benchmarks/nonlinear_accuracy.py``, f = 12 / 16 / 20 / 24): max absolute error where
+  1/x <= 1: 1.26 / 1.24 / 1.26 / 1.21 ulp; max relative error (1/x >= 1/2) 3.8e-4 /
+  3.2e-5 / 1.3e-6 / 1.1e-7 (<= 2.1 2^-f).
 rsqrt_s: x^(-1/2), radix 4 (m in [1/4, 1), R = 2^-(e+1)); Goldschmidt's coupled iteration
   g -> sqrt m, h -> 1/(2 sqrt m), r = 1/2 - g h, (g, h) <- (g, h)(1 + r), two rounds per
   step.  Default domain [4^-ceil(f/2), 4^ceil((f+4)/2)] clipped to the format.
-  Rounds: 7 + 1 + 1 + 2 K (K = 3 at f = 16: 15).
+  Rounds: 4 + 1 + 1 + 2 K: 12 for f <= 20 (K = 3), 14 at f = 24.  Bytes per element and
+  party: 353 at f = 16 (304 to 483); dealer ~2 kB.
+  Accuracy (tested bound, as above): |error| <= 2 ulp (1 + x^(-1/2)).  Measured: max
+  absolute error where x^(-1/2) <= 1: 1.61 / 1.84 / 1.68 / 1.91 ulp; max relative error
+  (>= 1/2) 4.9e-4 / 4.0e-5 / 2.4e-6 / 1.5e-7.
 log_s: log x = (e + 1) ln 2 + log m, log m by a Chebyshev polynomial in u = 4m - 3 on
   [-1, 1] (degree 8 to 11 for 2^-(f+2)).  Default domain [2^-f, 2^(59-f)].
-  Rounds: 7 + 1 + 2 + L + 1, one less where the polynomial's innermost products take their
-  coefficients directly (f <= 18): 11 at f = 16, 12 at f = 20, 13 at f = 24.
+  Rounds: 4 + 1 + 2 + L + 1, one less where the polynomial's innermost products take their
+  coefficients directly (f <= 18): 8 at f = 12 and 16, 9 at f = 20, 10 at f = 24.
+  Bytes per element and party: 783 (J = 60 comparisons at f = 16); dealer ~3.6 kB.
+  Accuracy (tested bound, as above): |error| <= 2 ulp (1 + |log x|).  Measured over the
+  domain (|log x| up to 31): max absolute error 1.55 / 1.54 / 1.72 / 1.52 ulp; max relative
+  error (|log x| >= 1/2) 3.0e-4 / 2.2e-5 / 1.6e-6 / 9.2e-8.
 rsqrt_times_s: c num x^(-1/2) with the numerator normalised alongside x (Adam's step;
   radix 16 and a polynomial of the degree the caller's precision needs).
-Errors (relative for reciprocal/rsqrt, absolute for log) are stated per function in
-``tests/test_protocols_normalized.py``, which checks them at the domain's ends, 0 and +-1
-ulp.  Bytes per element and party: 8 (the opening of x) + J comparisons + 8 per later
-truncation; J = log_r(hi / lo) + 1 (35 for reciprocal, 19 for rsqrt, 60 for log at f = 16):
-~760, ~490, ~1230 bytes.
+Outside the domain every function saturates (never garbage); a public bound the format
+cannot hold (lo <= 0, lo below one unit, hi beyond the range) is a one-line error.
 """
 from __future__ import annotations
 
@@ -262,7 +274,7 @@ def rsqrt_times_s(ctx: PartyContext, x: np.ndarray, scale: int, lo: float, hi: f
     public coeff keeps ~28 bits) in one round; m^(-1/2) by a Chebyshev polynomial in
     w = 2m - 1 at 26 bits (degree 12 for 2^-10, 17 for 2^-14: Horner in w^4, 5 or 6
     rounds); the product n p (1 round).
-    Rounds: 7 + 1 + 5 + 1 = 14 at 10 bits.  Bytes per element and party: 8 + J (8 + ~5.5)
+    Rounds: 4 + 1 + 5 + 1 = 11 at 10 bits.  Bytes per element and party: 8 + J (8 + ~5.5)
     + 8 per truncation (J = log_16(hi / lo) + 1)."""
     f = ctx.frac_bits
     want = f + 1 if bits is None else int(bits)

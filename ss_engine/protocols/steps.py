@@ -17,9 +17,9 @@ power of two just above x), select e^K for an integer K, or saturate outside a d
 each is a step function of the same bits.
 
 Cost of ``threshold_bits_s`` for n elements and J thresholds in Z_2^m: the rounds of one
-comparison (1 + ceil(log2(ceil((m-1)/2))) + 1, 7 for m = 64); bytes per party: J n times
-those of one DReLU (8 + ~12 bits for m = 64); dealer: one comparison item of J n elements
-and J bit items of n.
+comparison (2 + ceil(log_g ceil((m-1)/b)), ``compare``: 4 for m = 64 and for m = 32);
+bytes per party: J n times those of one DReLU (8 bytes + ~33 bits + 1 bit for m = 64);
+dealer: one comparison item of J n elements and J bit items of n.
 """
 from __future__ import annotations
 
