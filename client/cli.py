@@ -146,8 +146,10 @@ def request_from_args(args) -> "TrainRequest":
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ss_engine import __version__
     parser = argparse.ArgumentParser(prog="ss-engine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ss-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_args(sub.add_parser("train", help="secure training (two parties + dealer)"))
     demo = sub.add_parser("demo", help="a short secure training run on the shipped MNIST subset")
