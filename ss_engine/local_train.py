@@ -18,7 +18,7 @@ from .config import EngineConfig
 from .job import steps_per_epoch
 from .owner import encode_inputs, reconstruct_outputs, reconstruct_params, reconstruct_predictions
 from .report import LossMonitor, Progress, base_fields, finish_report
-from .request import RequestError, TrainRequest, prepare, share_training_inputs
+from .request import Prepared, RequestError, TrainRequest, prepare, share_training_inputs
 from .simulate import LocalRuntime
 from .training import PartyState, predict_party, train_party
 
@@ -38,13 +38,14 @@ def load_preprocessed(dataset: str, train_limit: int | None, test_limit: int | N
     return d.x_train, d.y_train, d.x_test, d.y_test
 
 
-def run_local_training(request: TrainRequest | None = None, *,
+def run_local_training(request: TrainRequest | Prepared | None = None, *,
                        runtime_seed: bytes | None = None) -> dict:
-    """Train ``request`` with party threads and an in-process dealer; returns the report.
+    """Train ``request`` (or a request already prepared) with party threads and an
+    in-process dealer; returns the report.
 
     ``runtime_seed`` (tests only) fixes the dealer keys and the input sharing."""
-    req = request or TrainRequest()
-    prep = prepare(req)
+    prep = request if isinstance(request, Prepared) else prepare(request or TrainRequest())
+    req = prep.request
     job, data, fixed = prep.job, prep.data, prep.fixed
     rt = LocalRuntime(EngineConfig(fixed=fixed), seed=runtime_seed)
     (p0, p1), (x0, x1), (y0, y1) = share_training_inputs(prep, rt._input_prg)

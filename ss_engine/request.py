@@ -1,7 +1,8 @@
 """One training request, built once by the CLI (or a script) and consumed by every runtime.
 
-A :class:`TrainRequest` says *what* to train: the model (a built-in name, ``PATH.json`` or
-``PATH.py:FUNCTION``), the data (:class:`DataRequest`), the schedule (:class:`Schedule`)
+A :class:`TrainRequest` says *what* to train: the model (a built-in name, ``PATH.json``,
+``PATH.py:FUNCTION``, or from Python a torch ``nn.Sequential``), the data
+(:class:`DataRequest`: a name, a file or in-memory arrays), the schedule (:class:`Schedule`)
 and the outputs (:class:`Outputs`).  *Where* it runs is the runtime's own argument: the local
 runtime (``local_train.run_local_training``) or servers (``client.train.train_remote``).
 Both call :func:`prepare` (model, data, job, initial weights) and :func:`share_training_inputs`
@@ -23,7 +24,7 @@ from .job import JobError, TrainJob
 from .owner import encode_inputs, encode_labels, encode_targets, share_arrays
 from .prg import PRG
 from .sharing import share
-from .userdata import DataError, DataSet, fit_data, read_data
+from .userdata import ArraySource, DataError, DataSet, fit_data, read_data
 
 __all__ = ["TrainRequest", "DataRequest", "Schedule", "Outputs", "RequestError", "Prepared",
            "prepare", "share_training_inputs", "encode_training_inputs", "load_model"]
@@ -35,9 +36,9 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class DataRequest:
-    dataset: str = "mnist"               # built-in name | PATH.npz | PATH.csv
+    dataset: str | ArraySource = "mnist"  # built-in name | PATH.npz | PATH.csv | arrays
     label_column: str | None = None      # CSV: the column holding labels or targets
-    test: str | None = None              # a separate test file (same format)
+    test: str | ArraySource | None = None  # a separate test file (same format) or arrays
     test_split: float | None = None      # else hold out this fraction (default 0.2)
     normalize: str = "standard"          # standard | unit | none
     task: str = "classification"         # classification | regression
@@ -73,7 +74,7 @@ class Outputs:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    model: str = "network-a"             # built-in name | PATH.json | PATH.py:FUNCTION
+    model: object = "network-a"          # built-in name | PATH.json | PATH.py:FUNCTION | torch module
     data: DataRequest = field(default_factory=DataRequest)
     schedule: Schedule = field(default_factory=Schedule)
     outputs: Outputs = field(default_factory=Outputs)
@@ -137,16 +138,26 @@ def _load_torch_module(path: Path, func: str):
     return net.eval()
 
 
-def load_model(ref: str, sample_shape: tuple, seed: int) -> tuple[ModelDescription, dict]:
+def _from_module(net, sample_shape: tuple, name: str) -> tuple[ModelDescription, dict]:
+    from .nn.convert import from_torch, infer_input_shape
+    desc, params = from_torch(net, infer_input_shape(net, sample_shape))
+    return replace(desc, name=name), params
+
+
+def load_model(ref, sample_shape: tuple, seed: int) -> tuple[ModelDescription, dict]:
     """(description, float32 initial weights) of ``ref``: a built-in name or a ``.json``
-    description (weights drawn with torch's default init from ``seed``), or ``PATH.py:FUNC``
-    (a function returning a torch nn.Module; its own weights)."""
+    description (weights drawn with torch's default init from ``seed``), ``PATH.py:FUNC``
+    (a function returning a torch nn.Module; its own weights), or a torch module itself."""
+    if not isinstance(ref, str):
+        from torch import nn
+        if not isinstance(ref, nn.Module):
+            raise RequestError(f"a model is a name, a path or a torch nn.Module, not "
+                               f"{type(ref).__name__}")
+        return _from_module(ref, sample_shape, type(ref).__name__)
     if ":" in ref and ref.split(":", 1)[0].endswith(".py"):
         file, func = ref.split(":", 1)
-        from .nn.convert import from_torch, infer_input_shape
-        net = _load_torch_module(Path(file), func)
-        desc, params = from_torch(net, infer_input_shape(net, sample_shape))
-        return replace(desc, name=f"{Path(file).name}:{func}"), params
+        return _from_module(_load_torch_module(Path(file), func), sample_shape,
+                            f"{Path(file).name}:{func}")
     if ref.endswith(".py"):
         raise RequestError(f"{ref}: name the function that returns the model, as {ref}:FUNCTION")
     if ref.endswith(".json"):

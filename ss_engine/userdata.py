@@ -6,6 +6,8 @@ Sources
 -------
 * a built-in name (``mnist``, ``fashion-mnist``, ``mnist-small``: :mod:`ss_engine.datasets`),
   with its official train/test split;
+* an :class:`ArraySource`: arrays held in memory (``ss_engine.train`` from Python), checked
+  as an ``.npz``'s are;
 * ``PATH.npz`` holding arrays ``x`` (N, ...) of numbers and ``y`` (N,) labels or targets;
 * ``PATH.csv`` with a header row and numeric columns; ``label_column`` names the labels
   (or targets), every other column is a feature.
@@ -34,8 +36,8 @@ import numpy as np
 
 from . import datasets
 
-__all__ = ["DataError", "Normalizer", "DataSet", "RawData", "read_data", "fit_data", "load_data",
-           "fit_normalizer", "NORMALIZE", "DEFAULT_TEST_SPLIT"]
+__all__ = ["DataError", "Normalizer", "DataSet", "RawData", "ArraySource", "read_data", "fit_data",
+           "load_data", "fit_normalizer", "NORMALIZE", "DEFAULT_TEST_SPLIT"]
 
 NORMALIZE = ("standard", "unit", "none")
 DEFAULT_TEST_SPLIT = 0.2
@@ -113,7 +115,42 @@ def fit_normalizer(kind: str, x_train: np.ndarray, sample_shape: tuple,
     return Normalizer(kind, shift.astype(np.float32), scale.astype(np.float32))
 
 
+@dataclass(frozen=True, eq=False)
+class ArraySource:
+    """A data set given as arrays (numpy, or anything ``np.asarray`` takes, such as CPU
+    torch tensors): samples ``x`` (N, ...) and labels or targets ``y`` (N,)."""
+
+    x: object
+    y: object
+    name: str = "arrays"
+
+    def __str__(self) -> str:
+        return self.name
+
+
 # -- readers --------------------------------------------------------------------------------
+def _checked_arrays(x, y, where: str) -> tuple[np.ndarray, np.ndarray]:
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: 'x' and 'y' must be numeric arrays, got {x.dtype} and {y.dtype}")
+    if x.ndim < 2:
+        raise DataError(f"{where}: 'x' must have a sample axis and at least one feature axis, "
+                        f"got shape {x.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{where}: 'x' has {len(x)} samples but 'y' has {len(y)}")
+    bad = ~np.isfinite(x.reshape(len(x), -1).astype(np.float64)).all(axis=1)
+    if bad.any():
+        raise DataError(f"{where}: sample {int(np.argmax(bad))} of 'x' holds NaN or infinity")
+    return x, y
+
+
+def _read_arrays(src: ArraySource) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        x, y = np.asarray(src.x), np.asarray(src.y)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{src.name}: not numeric arrays ({exc})") from None
+    return _checked_arrays(x, y, src.name)
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -125,17 +162,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise DataError(f"{path}: 'x' and 'y' must be numeric arrays, got {x.dtype} and {y.dtype}")
-    if x.ndim < 2:
-        raise DataError(f"{path}: 'x' must have a sample axis and at least one feature axis, "
-                        f"got shape {x.shape}")
-    if len(x) != len(y):
-        raise DataError(f"{path}: 'x' has {len(x)} samples but 'y' has {len(y)}")
-    bad = ~np.isfinite(x.reshape(len(x), -1).astype(np.float64)).all(axis=1)
-    if bad.any():
-        raise DataError(f"{path}: sample {int(np.argmax(bad))} of 'x' holds NaN or infinity")
-    return x, y
+    return _checked_arrays(x, y, str(path))
 
 
 def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +203,9 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     return np.delete(a, li, axis=1), a[:, li]
 
 
-def _read(source: str, label_column: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _read(source, label_column: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(source, ArraySource):
+        return _read_arrays(source)
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{source}: no such file (and not a built-in data set: "
@@ -240,13 +269,14 @@ class RawData:
         return tuple(self.x_train.shape[1:])
 
 
-def read_data(source: str, *, label_column: str | None = None, test: str | None = None,
+def read_data(source, *, label_column: str | None = None, test=None,
               test_split: float | None = None, train_limit: int | None = None,
               test_limit: int | None = None, seed: int = 0) -> RawData:
-    """Read a built-in set or a file (and its test part); DataError on a bad file."""
+    """Read a built-in set, a file or an :class:`ArraySource` (and its test part, from
+    ``test``: a file or an ArraySource); DataError on a bad file or array."""
     builtin = None
     try:
-        builtin = datasets._canonical(source)
+        builtin = datasets._canonical(source) if isinstance(source, str) else None
     except ValueError:
         pass
     if builtin is not None:
@@ -276,7 +306,8 @@ def read_data(source: str, *, label_column: str | None = None, test: str | None 
         xte, yte = xte[:test_limit], yte[:test_limit]
     if len(xtr) == 0:
         raise DataError(f"{source}: no training samples")
-    return RawData(Path(source).name, None, xtr, ytr, xte, yte, source, where_te, label_column)
+    name = source.name if isinstance(source, ArraySource) else Path(source).name
+    return RawData(name, None, xtr, ytr, xte, yte, str(source), str(where_te), label_column)
 
 
 def fit_data(raw: RawData, *, input_shape: tuple, outputs: int, task: str = "classification",

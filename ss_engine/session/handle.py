@@ -187,8 +187,9 @@ class Secret:
 
     def __lt__(self, other) -> "Secret":
         """[x < y] as a secret 0/1 (broadcast); exact for every value in range.  Rounds 7;
-        bytes per element about 8 (masked difference) + 12 (comparison tree) + 1 (bit
-        conversion)."""
+        bytes 19.625 per element (8 for the masked difference, 11.5 for the comparison
+        tree, 1/8 for the bit's conversion; bits travel in 64-bit words, so n is counted
+        in whole words)."""
         return self._lt(self, other)
 
     def __gt__(self, other) -> "Secret":
@@ -215,25 +216,29 @@ class Secret:
     # -- nonlinear -------------------------------------------------------------------------
     def relu(self) -> "Secret":
         """max(x, 0), exact.  Rounds 7 (an untruncated product is truncated in the same
-        opening as its comparison); bytes per element about 8 + 8 + 12 + 1."""
+        opening as its comparison); bytes 27.625 per element (``<``'s 19.625 and 8 for the
+        selection fused into the bit's conversion)."""
         return self._op("relu")
 
     def exp(self) -> "Secret":
         """e^x, at f.  Domain x in [-256, 0] (limit approximation, 8 squarings); absolute
-        error <= 0.55 / 2^8 + 2^(9 - f) there (0.01 at f = 16).  Rounds 9 (a truncation each; an input at 2f costs
-        nothing more), bytes 8 per element per round."""
+        error <= 0.55 / 2^8 + 2^(9 - f) there (0.01 at f = 16).  Rounds 9 (a truncation each;
+        an input at 2f costs nothing more), bytes 72 per element (8 per round)."""
         return self._op("exp")
 
     def reciprocal(self, lo: float, hi: float) -> "Secret":
         """1/x for x in the public interval [lo, hi], 0 < lo < hi (Newton-Raphson from the
         equioscillating linear start, as many steps as reach 2^-(f+1) relative error);
-        bounds that do not hold are refused.  Rounds 1 + 2k for k steps (+1 for an input
-        at 2f), bytes 8 per element per round plus 8 for x's opening."""
+        bounds that do not hold are refused.  Rounds 1 + 2k for k steps (7 for [1, 4], 11
+        for [0.5, 8]; +1 for an input at 2f), bytes 8 per element per round plus 8 for x's
+        opening (64 per element for [1, 4]).  Error: relative 2^-(f+1) plus the rounding of
+        the steps, below 16 hi 2^-f."""
         return self._op("reciprocal", lo=float(lo), hi=float(hi))
 
     def softmax(self, axis: int = -1) -> "Secret":
         """Softmax along ``axis`` (max-subtracted), at f; absolute error < 4e-3 at f = 16.
-        Rounds 30 for 10 classes (max: 11, exp: 9, reciprocal: 9, product: 1)."""
+        Rounds 30 for 10 classes (max: 11, exp: 9, reciprocal: 9, product: 1), bytes
+        185.875 per element."""
         axis = int(axis) % max(self.ndim, 1)
         if axis == self.ndim - 1:
             return self._op("softmax")
@@ -242,15 +247,16 @@ class Secret:
         return self.transpose(order)._op("softmax").transpose(back)
 
     def max(self, axis=None) -> "Secret":
-        """Maximum along ``axis`` (None: over all elements), exact.  Rounds 11 for 10
-        values (all-pairs comparison, 7 + log2 of the pairs' AND tree)."""
+        """Maximum along ``axis`` (None: over all elements), exact.  Rounds 11 for 3 to
+        16 values (all pairs compared at once, then an AND tree), 7 for 2; longer rows in
+        blocks of 8.  Bytes per element: 97.875 for rows of 10, 17.875 for rows of 2."""
         x, axis = (self.flatten(), 0) if axis is None else (self, int(axis))
         return x._op("max", axis=axis)
 
     def argmax(self, axis=None, one_hot: bool = False) -> "Secret":
         """Index of the (first) maximum along ``axis`` (None: of the flattened value) as a
-        secret integer, or with ``one_hot`` the 0/1 indicator of it.  Rounds 11 for 10
-        values (as ``max``); the index is a local sum of the indicator."""
+        secret integer, or with ``one_hot`` the 0/1 indicator of it.  Rounds and bytes as
+        ``max``; the index is a local sum of the indicator."""
         x, axis = (self.flatten(), 0) if axis is None else (self, int(axis) % max(self.ndim, 1))
         hot = x._op("argmax", axis=axis)
         if one_hot:
@@ -304,9 +310,10 @@ def _matmul(session, a, b) -> Secret:
 
 def where(condition: Secret, a, b) -> Secret:
     """``a`` where the secret 0/1 ``condition`` is 1, else ``b`` (each secret or public):
-    condition * (a - b) + b.  Rounds 1 when a - b is secret (its opening; the condition, a
-    comparison result, is a linear form), 0 when a - b is public; bytes 8 per element of
-    a - b.  ``condition`` must be 0/1 (what comparisons return)."""
+    condition * (a - b) + b.  Rounds 1 when a - b is secret (its opening, 8 bytes per
+    element; a condition made by ``<`` or ``>`` is a linear form and is not opened, any
+    other costs 8 bytes per element more), 0 when a - b is public.  ``condition`` must be
+    0/1 (what comparisons return)."""
     if not _is_secret(condition):
         raise TypeError("where's condition is a secret 0/1 (compare handles to make one)")
     diff = (a - b) if _is_secret(a) or _is_secret(b) else np.asarray(a) - np.asarray(b)
