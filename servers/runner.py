@@ -37,6 +37,7 @@ from ss_engine.preprocessing.source import SeededSource
 from ss_engine.job import TrainJob, steps_per_epoch
 from ss_engine.training import PartyState, predict_party, train_party
 
+from .session import run_session
 from .store import CheckpointCorrupt, JobRecord, JobStore
 
 __all__ = ["JobRunner", "Live", "FATAL"]
@@ -85,11 +86,12 @@ class _Fatal(Exception):
 
 class JobRunner(threading.Thread):
     def __init__(self, rank: int, cfg, store: JobStore, curve: CurveContext, peer_public: bytes,
-                 dealer_public: bytes, live: dict, stop: threading.Event):
+                 dealer_public: bytes, live: dict, stop: threading.Event, desk=None):
         super().__init__(name=f"runner{rank}", daemon=True)
         self.rank, self.cfg, self.store, self.curve = rank, cfg, store, curve
         self.peer_public, self.dealer_public = peer_public, dealer_public
         self.live, self.stop_event = live, stop
+        self.desk = desk                      # servers.session.SessionDesk: live sessions
         self.wake = threading.Event()
         self.endpoint = cfg.peer_bind if rank == 0 else cfg.peer_connect
         self._current: JobRecord | None = None
@@ -245,6 +247,8 @@ class JobRunner(threading.Thread):
             config = EngineConfig(fixed=FixedPointConfig(frac_bits=rec.frac_bits))
             if rec.kind == "train":
                 self._train(rec, step, ch, link, key, config, lv)
+            elif rec.kind == "session":
+                run_session(self, rec, ch, link, key, config, lv)
             else:
                 self._predict(rec, ch, link, key, config, lv)
         finally:

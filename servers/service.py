@@ -40,6 +40,7 @@ from ss_engine.job import JobError, TrainJob, UploadShapes, steps_per_epoch, upl
 
 from .release import DealerReleases
 from .runner import JobRunner, Live
+from .session import CLOSE, SessionDesk
 from .store import JobRecord, JobStore
 
 __all__ = ["Server"]
@@ -53,7 +54,8 @@ _EXPIRY_EVERY = 1.0   # s between scans for stale uploads
 #: which role a request about an existing job needs (see ss_engine.deploy.protocol);
 #: uploads are decided by the tensor's name in :meth:`Server._upload_role`
 _NEEDS = {"upload_status": ("trainer", "owner"), "submit": ("trainer",), "status": ("trainer",),
-          "fetch": ("trainer",), "delete": ("trainer",)}
+          "fetch": ("trainer",), "delete": ("trainer",), "session_start": ("trainer",),
+          "session_ops": ("trainer",), "session_close": ("trainer",)}
 
 
 _ROLE_NAMES = {"trainer": "the trainer", "owner": "the data owners named"}
@@ -119,9 +121,10 @@ class Server:
         self.live: dict[str, Live] = {}
         self.stop = threading.Event()
         dealer_public = load_public_key(public_path(keys, cfg.dealer.key))
+        self.sessions = SessionDesk(rank, self.store, self.curve.ctx)
         self.runner = JobRunner(rank, cfg, self.store, self.curve,
                                 load_public_key(public_path(keys, peer.key)), dealer_public,
-                                self.live, self.stop)
+                                self.live, self.stop, self.sessions)
         self.releases = DealerReleases(self.store, self.curve, cfg.dealer.connect, dealer_public,
                                        self.stop)
         self.handled = self.refused = 0
@@ -131,9 +134,15 @@ class Server:
     def serve(self) -> None:
         self.runner.start()
         self.releases.start()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.sessions.replies, zmq.POLLIN)
         while not self.stop.is_set():
             self._expire_uploads()
-            if not self.sock.poll(200):
+            ready = dict(poller.poll(200))
+            if self.sessions.replies in ready:
+                self.sessions.forward(self.sock)
+            if self.sock not in ready:
                 continue
             msg = self.sock.recv_multipart(copy=False)
             ident, frames = msg[0].bytes, msg[1:]
@@ -145,7 +154,9 @@ class Server:
                     raise WireError("unauthenticated")
                 h, arrays = decode_message(frames, CAPS)
                 rid = expect_int(h, "rid", 0, 2**62)
-                reply, out = self.handle(user, h, arrays)
+                reply, out = self.handle(user, h, arrays, ident)
+                if reply is None:
+                    continue      # a session batch: the session's runner answers it
                 reply = {**reply, "rid": rid}
             except WireError as exc:
                 self.refused += 1
@@ -167,6 +178,7 @@ class Server:
         for th in (self.runner, self.releases):
             if th.is_alive():
                 th.join(30)
+        self.sessions.close()
         self.sock.close(linger=0)
         self.curve.close()
 
@@ -203,7 +215,8 @@ class Server:
         return ("owner",) if name.startswith("data/") else ("trainer",)
 
     # -- handlers -------------------------------------------------------------------------
-    def handle(self, user: str, h: dict, arrays: list) -> tuple[dict, list]:
+    def handle(self, user: str, h: dict, arrays: list, ident: bytes = b"") -> tuple[dict | None, list]:
+        """The reply to a request, or (None, []) when a session's runner answers it later."""
         t = h["type"]
         if t not in REQUEST_TYPES:
             raise WireError(f"unknown message type {t!r} (expected one of {', '.join(REQUEST_TYPES)})")
@@ -216,6 +229,8 @@ class Server:
             raise WireError(f"{t}: a job id is required")
         if t == "upload":
             return self._upload(user, job, h, arrays)
+        if t.startswith("session_"):
+            return self._session(user, job, t, h, arrays, ident)
         if arrays:
             raise WireError(f"{t}: unexpected payload")
         if t == "create":
@@ -235,6 +250,8 @@ class Server:
         if t == "status":
             return self._status(rec, h)
         if t == "fetch":
+            if rec.kind == "session":
+                raise WireError(f"job {job!r} is a session: its values are revealed batch by batch")
             if rec.state != "done":
                 raise WireError(f"job {job!r} is {rec.state}, not done")
             try:
@@ -248,8 +265,22 @@ class Server:
                 raise WireError(f"job {job!r} is running")
             self.store.delete(job)
             self.live.pop(job, None)
+            self.sessions.forget(job)
             return {"type": "ok"}, []
         raise WireError(f"unknown message type {t!r}")
+
+    def _session(self, user: str, job: str, t: str, h: dict, arrays: list, ident: bytes):
+        """Start, feed or close an interactive session (``servers.session``)."""
+        rec = self._authorise(user, job, t, _NEEDS[t])
+        if t != "session_ops" and arrays:
+            raise WireError(f"{t}: unexpected payload")
+        if t == "session_start":
+            reply = self.sessions.start(rec, h)
+            self.runner.wake.set()
+            return reply, []
+        rid = expect_int(h, "rid", 0, 2**62)
+        reply = self.sessions.offer(rec, (ident, rid, CLOSE if t == "session_close" else h, arrays))
+        return reply, []
 
     def _create(self, user: str, job: str, h: dict) -> tuple[dict, list]:
         owners = expect_list(h, "owners", MAX_OWNERS)

@@ -488,11 +488,21 @@ class RpcClient:
 
     def request(self, header: dict, arrays=(), timeout: float | None = None
                 ) -> tuple[dict, list[np.ndarray]]:
+        return self.receive(self.send(header, arrays), timeout, header.get("type"))
+
+    def send(self, header: dict, arrays=()) -> int:
+        """Send a request without waiting; returns its id for :meth:`receive` (a client
+        that talks to both servers sends to both before waiting for either)."""
         self._rid += 1
-        rid = self._rid
-        frames = encode_message({**header, "rid": rid}, arrays)
+        frames = encode_message({**header, "rid": self._rid}, arrays)
         self.sock.send_multipart(frames, copy=False)
         self.bytes_sent += sum(memoryview(f).nbytes for f in frames)
+        return self._rid
+
+    def receive(self, rid: int, timeout: float | None = None, what: str | None = None
+                ) -> tuple[dict, list[np.ndarray]]:
+        """The reply to request ``rid``; RpcError for an error reply, ChannelTimeout if
+        none comes in time."""
         wait = self.timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + wait
         while True:
@@ -502,7 +512,7 @@ class RpcClient:
                 self.sock.close(linger=0)
                 self.sock = self._connect()
                 raise ChannelTimeout(f"no reply from {self.endpoint} within {wait:.0f} s to "
-                                     f"{header.get('type')!r} (server down, or our key not authorised)")
+                                     f"{what!r} (server down, or our key not authorised)")
             got = self.sock.recv_multipart(copy=False)
             self.bytes_received += sum(len(f) for f in got)
             h, arrays = decode_message(got, self.caps)
