@@ -73,6 +73,11 @@ def _templates(victim: str, rng: random.Random) -> list:
         ({"type": "status", "job": job, "since": 0}, []),
         ({"type": "fetch", "job": job}, []),
         ({"type": "delete", "job": job}, []),
+        ({"type": "session_start", "job": job, "frac_bits": 16, "nonce": _nonce(rng), "idle": 5.0}, []),
+        ({"type": "session_ops", "job": job, "seq": 0, "ops": [["share", 1, [], {"a": 0}],
+                                                             ["relu", 2, [1], {}]],
+          "reveal": [2], "free": [1]}, [np.zeros((3,), np.int64)]),
+        ({"type": "session_close", "job": job}, []),
     ]
 
 

@@ -103,8 +103,10 @@ class RemoteSession(Session):
         rids = [rpc.send(msg, a) for rpc, a in zip(self._rpc, (arrays0, arrays1))]
         got, errors = [], []
         for rpc, rid in zip(self._rpc, rids):
+            # once a server says the session ended, the other has little left to say
+            wait = 5.0 if any("session ended" in e for e in errors) else None
             try:
-                h, arrays = rpc.receive(rid, what="session_ops")
+                h, arrays = rpc.receive(rid, wait, what="session_ops")
                 if len(h.get("reveal", ())) != len(arrays) or len(arrays) != len(header["reveal"]):
                     raise SessionFailed(f"{rpc.endpoint}: a reply that does not match the batch")
                 got.append([(np.array(a), int(f)) for a, (f, _) in zip(arrays, h["reveal"])])
