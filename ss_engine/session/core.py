@@ -119,6 +119,9 @@ class Session:
         ring = encode(np.asarray(value, dtype=np.float64), self.config.fixed)
         if ring.ndim > MAX_RANK:
             raise OpError(f"a value has at most {MAX_RANK} dimensions, got {ring.ndim}")
+        if ring.size > self.limits.max_value_elements:
+            raise OpError(f"a value of {ring.size} elements exceeds the session's "
+                          f"{self.limits.max_value_elements} per value")
         if ring.size <= SHARE_PIECE_ELEMENTS:
             return self._share_ring(ring)
         flat = ring.reshape(-1)
