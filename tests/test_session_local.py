@@ -128,6 +128,7 @@ n = 640
     ("max", lambda x, y: x.max(axis=1), 11, 97.875 * n),
     ("argmax", lambda x, y: x.argmax(axis=1), 11, 97.875 * n),
     ("exp", lambda x, y: (x - 3.0).exp(), 9, 72 * n),
+    ("sigmoid", lambda x, y: x.sigmoid(), 25, 171.625 * n),
     ("reciprocal", lambda x, y: (x * 0 + 2.0).reciprocal(1, 4), 7, 64 * n),
     ("reciprocal wide", lambda x, y: (x * 0 + 2.0).reciprocal(0.5, 8), 11, 96 * n),
     ("softmax", lambda x, y: x.softmax(), 30, 185.875 * n),

@@ -216,6 +216,15 @@ def test_exp_on_its_domain(s, data):
         assert g.shape == a.shape and np.abs(g - np.exp(q(a))).max() <= tol
 
 
+@given(hnp.arrays(np.float64, shapes(), elements=st.one_of(
+    st.sampled_from([0.0, U, -U, 256.0, -256.0, 1.0, -1.0]), st.floats(-256, 256))))
+def test_sigmoid_on_its_domain(s, a):
+    x = s.share(a)
+    want = 0.5 * (1 + np.tanh(q(a) / 2))
+    for g in s.reveal(x.sigmoid(), (x * 1.0).sigmoid()):    # at f, and from a 2f product
+        assert g.shape == a.shape and np.all(np.abs(g - want) <= 3e-3)
+
+
 @given(st.data())
 def test_reciprocal_on_its_interval(s, data):
     lo = data.draw(st.sampled_from([0.5, 1.0, 3.0]))
