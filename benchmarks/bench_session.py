@@ -32,6 +32,7 @@ OPS = {
     "lt": ((64, 64), lambda x, y: x < y, lambda a, b: a < b),
     "max (rows of 10)": ((64, 10), lambda x, y: x.max(axis=1), lambda a, b: a.max(1)),
     "exp": ((64, 64), lambda x, y: (x - 4.0).exp(), lambda a, b: np.exp(a - 4)),
+    "sigmoid": ((64, 64), lambda x, y: x.sigmoid(), lambda a, b: 0.5 * (1 + np.tanh(a / 2))),
     "reciprocal": ((64, 64), lambda x, y: (x * x + 1).reciprocal(1, 64), lambda a, b: 1 / (a * a + 1)),
     "softmax (rows of 10)": ((64, 10), lambda x, y: x.softmax(), lambda a, b: np.exp(a) / np.exp(a).sum(1, keepdims=True)),
     "reveal": ((64, 64), lambda x, y: x, lambda a, b: a),
