@@ -75,7 +75,7 @@ class LiveSession:
             try:
                 self.inbox.put_nowait(item)
             except queue.Full:
-                return f"session op refused: more than {MAX_QUEUED_BATCHES} batches queued"
+                return f"more than {MAX_QUEUED_BATCHES} batches queued: the trainer lost step with the session"
         return None
 
     def end(self, reason: str) -> list:

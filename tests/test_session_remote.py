@@ -223,3 +223,14 @@ def test_a_dead_peer_ends_the_session_cleanly(tmp_path):
     finally:
         d.stop()
         assert not any(h.alive() for h in d.handles.values())
+
+
+def test_thousands_of_ops_and_reveals_fit_the_servers_message_caps(dep):
+    with sse.RemoteSession(dep.config) as s:
+        a = np.arange(3000.0)
+        x = s.share(a)
+        parts = [x[i] * 2 for i in range(3000)]          # 6000 ops: several batches
+        got = s.reveal(*parts)                           # 3000 reveals: two batches of ids
+        assert np.array_equal(np.array(got), 2 * a)
+        del parts, got
+        assert (x.sum() + 0).reveal() == a.sum()         # and 6000 frees, in pieces

@@ -5,7 +5,8 @@ handle checks its op at once (``dispatch.check_op``: a bad shape or parameter is
 at the call site) and queues it; nothing runs until a value is revealed (or ``flush()``),
 when the queued ops go to both parties as one batch (``dispatch.batch``), where independent
 ops share rounds.  A batch is sent early when it would exceed ``SessionLimits.max_ops``,
-64 payload arrays or ``MAX_BATCH_BYTES``, so both sessions cut the same batches from the
+64 payload arrays, ``MAX_BATCH_BYTES`` of payload or ``MAX_BATCH_OP_BYTES`` of ops (reveals
+and frees go ``MAX_BATCH_IDS`` at a time), so both sessions cut the same batches from the
 same calls (with the same seeds, the same material in the same order: bit for bit).
 
 Reveal: each party hands the caller its shares of the revealed values, and the caller
@@ -23,6 +24,7 @@ import queue
 import threading
 import weakref
 
+import msgpack
 import numpy as np
 
 from ..config import EngineConfig
@@ -38,6 +40,10 @@ __all__ = ["Session", "SessionFailed", "MAX_BATCH_ARRAYS", "MAX_BATCH_BYTES", "i
 #: payload arrays and bytes of one batch (what one client message to a server carries)
 MAX_BATCH_ARRAYS = 64
 MAX_BATCH_BYTES = 7 << 20
+#: msgpack bytes of a batch's ops, and ids in its reveal and free lists: with them its
+#: header stays below the 64 KiB a server takes
+MAX_BATCH_OP_BYTES = 24 << 10
+MAX_BATCH_IDS = 2048
 #: values larger than this are shared in pieces and concatenated by the parties
 SHARE_PIECE_ELEMENTS = 1 << 19
 
@@ -72,7 +78,7 @@ class Session:
         self._lost: dict[int, str] = {}         # values of a refused batch: why
         self._ops: list = []
         self._arrays: tuple[list, list] = ([], [])
-        self._bytes = 0
+        self._bytes = self._op_bytes = 0
         self._frees: list[int] = []
         # ids of handles garbage-collected (finalizers may run in any thread, during any
         # call: they only post here, which never blocks; ``_flush`` turns them into frees)
@@ -191,9 +197,12 @@ class Session:
                     raise OpError(f"this value was never made: {self._lost[x._id]}")
             new = list(public) if shares is None else [shares]
             nbytes = sum((a[0] if shares is not None else a).nbytes for a in new)
+            op_bytes = len(msgpack.packb([name, self._next_id, [x._id for x in inputs], params],
+                                         use_bin_type=True))
             if self._ops and (len(self._ops) >= self.limits.max_ops or
                               len(self._arrays[0]) + len(new) > MAX_BATCH_ARRAYS or
-                              self._bytes + nbytes > MAX_BATCH_BYTES):
+                              self._bytes + nbytes > MAX_BATCH_BYTES or
+                              self._op_bytes + op_bytes > MAX_BATCH_OP_BYTES):
                 self._flush()
             if new:
                 params = {**params, "a": len(self._arrays[0])}
@@ -204,6 +213,7 @@ class Session:
             for p, arrs in enumerate(self._arrays):
                 arrs.extend(a[p] if shares is not None else a for a in new)
             self._bytes += nbytes
+            self._op_bytes += op_bytes
             hid = self._next_id
             self._next_id += 1
             self._ops.append([name, hid, [x._id for x in inputs], params])
@@ -232,10 +242,11 @@ class Session:
 
     def _flush(self, reveal: list | None = None) -> tuple[list, list]:
         self._collect_dropped()
-        ops, arrays, frees = self._ops, self._arrays, self._frees
+        ops, arrays = self._ops, self._arrays
+        frees, self._frees = self._frees[:MAX_BATCH_IDS], self._frees[MAX_BATCH_IDS:]
         if not ops and not reveal and not frees:
             return [], []
-        self._ops, self._arrays, self._bytes, self._frees = [], ([], []), 0, []
+        self._ops, self._arrays, self._bytes, self._op_bytes = [], ([], []), 0, 0
         header = {"seq": self._seq, "ops": ops, "reveal": list(reveal or []), "free": frees}
         self._seq += 1
         try:
@@ -272,7 +283,11 @@ class Session:
                     raise OpError(f"this value was never made: {self._lost[v._id]}")
                 ids.append(v._id)
             uniq = list(dict.fromkeys(ids))
-            got0, got1 = self._flush(uniq)
+            got0, got1 = [], []
+            for i in range(0, max(len(uniq), 1), MAX_BATCH_IDS):
+                g0, g1 = self._flush(uniq[i:i + MAX_BATCH_IDS])
+                got0 += g0
+                got1 += g1
         by_id = {}
         for hid, (s0, f0), (s1, f1) in zip(uniq, got0, got1):
             if f0 != f1 or s0.shape != s1.shape:
