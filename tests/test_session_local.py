@@ -127,11 +127,16 @@ n = 640
     ("where", lambda x, y: sse.where(x > y, x, y), 8, 19.625 * n + 8 * n),
     ("max", lambda x, y: x.max(axis=1), 11, 97.875 * n),
     ("argmax", lambda x, y: x.argmax(axis=1), 11, 97.875 * n),
-    ("exp", lambda x, y: (x - 3.0).exp(), 9, 72 * n),
-    ("sigmoid", lambda x, y: x.sigmoid(), 25, 171.625 * n),
-    ("reciprocal", lambda x, y: (x * 0 + 2.0).reciprocal(1, 4), 7, 64 * n),
-    ("reciprocal wide", lambda x, y: (x * 0 + 2.0).reciprocal(0.5, 8), 11, 96 * n),
-    ("softmax", lambda x, y: x.softmax(), 30, 185.875 * n),
+    ("exp", lambda x, y: x.exp(), 9, 795.5 * n),
+    ("exp 2f", lambda x, y: (x * 0.5).exp(), 8, 663.5 * n),
+    ("sigmoid", lambda x, y: x.sigmoid(), 13, 642.75 * n),
+    ("log", lambda x, y: x.log(), 12, 1233.5 * n),
+    ("reciprocal", lambda x, y: x.reciprocal(), 12, 758.875 * n),
+    ("reciprocal [1, 4]", lambda x, y: x.reciprocal(1, 4), 12, 130.875 * n),
+    ("rsqrt", lambda x, y: x.rsqrt(), 15, 492.875 * n),
+    ("div", lambda x, y: x / y, 13, 774.875 * n),
+    ("softmax", lambda x, y: x.softmax(), 25, 422 * n),
+    ("softmax 2f", lambda x, y: (x * 0.5).softmax(), 24, 383 * n),
 ])
 def test_cost_cards(s, name, make, rounds, nbytes):
     rng = np.random.default_rng(7)

@@ -202,46 +202,76 @@ def test_max_argmax_exact_first_index_wins(s, data):
         assert g.shape == np.shape(w) and np.array_equal(g, w)
 
 
-# -- approximations at their documented error -----------------------------------------------
+# -- the non-linear functions at their documented error (ss_engine.tensor.ops) --------------
+X_HI = np.floor((61 - F) * np.log(2)) - 1        # exp's exact range ends here (30 at f = 16)
+
+
+def positives(lo: float, hi: float):
+    """Positive reals spread over [lo, hi] in magnitude, with both ends and +-1 ulp."""
+    edge = st.sampled_from([lo, hi, lo + U, hi - U, 1.0, 1.0 - U, 1.0 + U])
+    return st.one_of(edge, st.floats(np.log2(lo), np.log2(hi)).map(lambda e: float(2.0 ** e)))
+
+
 @given(st.data())
-def test_exp_on_its_domain(s, data):
-    shape = data.draw(shapes())
-    a = data.draw(hnp.arrays(np.float64, shape, elements=st.one_of(
-        st.sampled_from([0.0, -U, -256.0, -256.0 + U, -1.0, -2.0]),
-        st.floats(-256, 0, allow_nan=False))))
+def test_exp_everywhere(s, data):
+    a = data.draw(hnp.arrays(np.float64, data.draw(shapes()), elements=st.one_of(
+        st.sampled_from([0.0, -U, U, -40.0, X_HI, X_HI + 1, -(F + 1) * np.log(2) - 0.1, 40.0]),
+        st.floats(-60, 40, allow_nan=False))))
     x = s.share(a)
-    got = s.reveal(x.exp(), (x * 1.0).exp())       # the second from an untruncated product
-    tol = 0.55 / 2 ** 8 + 2.0 ** (9 - F)     # limit approximation + squarings (its card)
-    for g in got:
-        assert g.shape == a.shape and np.abs(g - np.exp(q(a))).max() <= tol
+    qa = q(a)
+    want = np.exp(np.minimum(qa, X_HI + 1))                   # saturated above x_hi
+    for g in s.reveal(x.exp(), (x * 1.0).exp()):              # at f, and from a 2f product
+        inside = qa <= X_HI
+        assert np.all(np.abs(g - want)[inside] <= 2.0 ** -(F - 1) * want[inside] + 2 * U)
+        assert np.all(g[~inside] >= np.exp(X_HI) * (1 - 2.0 ** -(F - 1)))
 
 
 @given(hnp.arrays(np.float64, shapes(), elements=st.one_of(
-    st.sampled_from([0.0, U, -U, 256.0, -256.0, 1.0, -1.0]), st.floats(-256, 256))))
-def test_sigmoid_on_its_domain(s, a):
+    st.sampled_from([0.0, U, -U, 2.0 ** (61 - 2 * F), -(2.0 ** (61 - 2 * F))]),
+    st.floats(-60, 60, allow_nan=False))))
+def test_sigmoid_everywhere(s, a):
     x = s.share(a)
-    want = 0.5 * (1 + np.tanh(q(a) / 2))
-    for g in s.reveal(x.sigmoid(), (x * 1.0).sigmoid()):    # at f, and from a 2f product
-        assert g.shape == a.shape and np.all(np.abs(g - want) <= 3e-3)
+    want = 0.5 * (1 + np.tanh(q(a) / 2))          # (stable for large |x|)
+    for g in s.reveal(x.sigmoid(), (x * 1.0).sigmoid()):
+        assert g.shape == a.shape and np.all(np.abs(g - want) <= 3 * U)
 
 
 @given(st.data())
-def test_reciprocal_on_its_interval(s, data):
-    lo = data.draw(st.sampled_from([0.5, 1.0, 3.0]))
-    hi = lo * data.draw(st.sampled_from([2.0, 10.0]))    # (wider: beyond its Newton cap)
-    a = data.draw(hnp.arrays(np.float64, data.draw(shapes()), elements=st.one_of(
-        st.sampled_from([lo, hi, lo + U, hi - U]), st.floats(lo, hi))))
-    got = s.share(a).reciprocal(lo, hi).reveal()
+def test_log_reciprocal_rsqrt_on_their_default_domains(s, data):
+    a = data.draw(hnp.arrays(np.float64, data.draw(shapes()),
+                             elements=positives(2.0 ** -F, 2.0 ** (F + 2))))
+    x = s.share(a)
     qa = q(a)
-    # relative error 2^-(f+1) (Newton's target) plus the rounding of its steps (its card)
-    assert np.all(np.abs(got * qa - 1) <= 2.0 ** -(F + 1) + 16 * U * hi)
+    log, rec, rs = s.reveal(x.log(), x.reciprocal(), x.rsqrt())
+    assert np.all(np.abs(log - np.log(qa)) <= 2 * U)
+    assert np.all(np.abs(rec - 1 / qa) <= 2 * U + 2.0 ** -(F - 1) / qa)
+    assert np.all(np.abs(rs - qa ** -0.5) <= 2 * U + 2.0 ** -(F - 1) * qa ** -0.5)
 
 
-def test_reciprocal_refuses_bounds_that_do_not_hold(s):
+@given(st.data())
+def test_division_secret_and_public(s, data):
+    shape = data.draw(shapes())
+    b = data.draw(hnp.arrays(np.float64, shape, elements=positives(2.0 ** -4, 2.0 ** 12)))
+    a = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-1000, 1000)))
+    x, y = s.share(a), s.share(b)
+    qa, qb = q(a), q(b)
+    xy, inv, yx = s.reveal(x / y, 2.0 / y, y.div(x * 0 + 8.0, lo=1.0, hi=16.0))
+    rel = lambda w: 2.0 ** -(F - 1) * np.abs(w) + 2 * U * (1 + np.abs(w))  # noqa: E731
+    assert np.all(np.abs(xy - qa / qb) <= rel(qa / qb) + np.abs(qa) * 2 * U)
+    assert np.all(np.abs(inv - 2 / qb) <= rel(2 / qb) * 2)
+    assert np.all(np.abs(yx - qb / 8) <= rel(qb / 8) + np.abs(qb) * 2 * U)
+
+
+def test_bounds_that_do_not_hold_are_refused(s):
     x = s.share(np.ones(3))
     for lo, hi in ((0.0, 1.0), (2.0, 1.0), (-1.0, 1.0), (1.0, float("inf"))):
-        with pytest.raises(sse.OpError, match="0 < lo < hi"):
-            x.reciprocal(lo, hi)
+        for op in (x.reciprocal, x.log, x.rsqrt):
+            with pytest.raises(sse.OpError, match="0 < lo < hi"):
+                op(lo, hi)
+    with pytest.raises(sse.OpError, match="beyond the fixed-point range"):
+        x.reciprocal(1.0, 2.0 ** 60)
+    with pytest.raises(sse.OpError, match="lo and hi must be numbers"):
+        s._op("log", [x], {"lo": "1", "hi": 4.0})
 
 
 @given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 12)),
@@ -249,4 +279,4 @@ def test_reciprocal_refuses_bounds_that_do_not_hold(s):
 def test_softmax_along_either_axis(s, z, axis):
     p = s.share(z).softmax(axis=axis).reveal()
     ref = torch.softmax(torch.as_tensor(q(z)), dim=axis).numpy()
-    assert p.shape == z.shape and np.abs(p - ref).max() <= 4e-3
+    assert p.shape == z.shape and np.all(np.abs(p - ref) <= 2.0 ** -14 * ref + 2 * U)

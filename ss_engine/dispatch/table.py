@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .. import kernels
+from ..protocols.normalized import log_domain, reciprocal_domain, rsqrt_domain
 from ..tensor import SharedTensor, ops
 
 __all__ = ["Op", "OPS", "OpError", "Env", "MAX_RANK", "MAX_DIM", "MAX_INPUTS", "index_from_wire",
@@ -299,15 +300,26 @@ def _check_conv2d(p, shapes, env):
     return {"stride": stride, "padding": padding}, out
 
 
-def _check_reciprocal(p, shapes, env):
-    _keys(p, ("lo", "hi"))
-    lo, hi = p.get("lo"), p.get("hi")
-    bound = 2.0 ** (62 - 2 * env.frac_bits)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in (lo, hi)) or not 0 < lo < hi <= bound:
-        raise OpError(f"reciprocal needs public bounds 0 < lo < hi <= {bound:g}, got "
-                      f"lo={str(lo)[:20]}, hi={str(hi)[:20]}")
-    return {"lo": float(lo), "hi": float(hi)}, shapes[0]
+def _domain(check):
+    """The check of an op on a positive public domain [lo, hi] (each optional): the domain
+    the op itself would refuse is refused here, before anything runs."""
+    def checked(p, shapes, env):
+        _keys(p, ("lo", "hi"))
+        lo, hi = p.get("lo"), p.get("hi")
+        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                   for v in (lo, hi)):
+            raise OpError("lo and hi must be numbers (or absent for the default domain)")
+        try:
+            check(env.frac_bits, lo, hi).check(env.frac_bits, env.frac_bits, "the domain")
+        except (ValueError, OverflowError) as exc:
+            raise OpError(str(exc)) from None
+        return {k: float(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}, shapes[0]
+    return checked
+
+
+def _check_div(p, shapes, env):
+    params, _ = _domain(reciprocal_domain)(p, shapes[1:], env)
+    return params, _broadcast(*shapes)
 
 
 def _check_reduce(keep: bool):
@@ -380,21 +392,13 @@ def _view(x: SharedTensor, share: np.ndarray) -> SharedTensor:
     return SharedTensor(x.ctx, np.array(share, dtype=np.int64), x.frac_bits)
 
 
+def _div(ctx, xs, p, arrays):
+    shape = tuple(np.broadcast_shapes(xs[0].shape, xs[1].shape))
+    return ops.div(_spread(xs[0], shape), _spread(xs[1], shape), **p)
+
+
 def _relu(ctx, xs, p, arrays):
     return (yield from ops.relu(xs[0]))[0]
-
-
-def _sigmoid_composed(ctx, xs, p, arrays):
-    """1 / (1 + e^-x) composed of the ops ``tensor.ops`` has today, until it has its own
-    sigmoid: with b = [x >= 0] and t = e^-|x| in (0, 1] (exp's domain), sigmoid is
-    1/(1+t) where b, else 1 - 1/(1+t) (the reciprocal on the public [1, 2]).  Domain
-    |x| <= 256; error <= 3e-3 (exp's, through 1/(1+t)).  Rounds 25 (7 + 1 + 9 + 7 + 1)."""
-    x = xs[0]
-    b = yield from ops.drelu(x)
-    xb = yield from ops.mul(x, b)
-    t = yield from ops.exp(x - xb * 2)                   # -|x| = x - 2 x b
-    r = yield from ops.reciprocal(t + 1.0, 1.0, 2.0)
-    return (yield from ops.mul(b, r * 2 - 1.0)) + (1.0 - r)
 
 
 def _unary(fn):
@@ -426,7 +430,10 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("max", 1, _check_reduce(False), _unary(ops.max)),
     Op("argmax", 1, _check_reduce(True), _unary(ops.argmax)),
     Op("exp", 1, _no_params, _unary(ops.exp)),
-    Op("sigmoid", 1, _no_params, _sigmoid_composed),
-    Op("reciprocal", 1, _check_reciprocal, _unary(ops.reciprocal)),
+    Op("sigmoid", 1, _no_params, _unary(ops.sigmoid)),
+    Op("log", 1, _domain(log_domain), _unary(ops.log)),
+    Op("reciprocal", 1, _domain(reciprocal_domain), _unary(ops.reciprocal)),
+    Op("rsqrt", 1, _domain(rsqrt_domain), _unary(ops.rsqrt)),
+    Op("div", 2, _check_div, _div),
     Op("softmax", 1, _check_last_axis, _unary(ops.softmax)),
 )}

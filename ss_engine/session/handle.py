@@ -164,10 +164,15 @@ class Secret:
         """x / c for a public c != 0: x times 1/c given with f significant bits (at scale
         f + k, 2^k >= |c|), truncated to f at once: relative error 2^-f plus one ulp, for
         |x / c| < 2^(62 - 2f - k).  Rounds 1 (2 for an untruncated product), bytes 8 per
-        element of the result per round."""
+        element of the result per round.  x / y for a secret y: ``div`` on the default
+        domain (every positive y)."""
         if _is_secret(other):
-            raise TypeError("division by a secret is not available yet (see the README's op table)")
+            return self.div(other)
         return self._session._op("div_public", [self], *self._session.public_reciprocal(other))
+
+    def __rtruediv__(self, other) -> "Secret":
+        """c / x for a public c: c times ``x.reciprocal()`` (local, kept at 2f)."""
+        return self.reciprocal() * other
 
     def __matmul__(self, other) -> "Secret":
         """Matrix product of 1-D or 2-D operands, untruncated.  Secret @ secret: rounds 1,
@@ -221,30 +226,55 @@ class Secret:
         return self._op("relu")
 
     def exp(self) -> "Secret":
-        """e^x, at f.  Domain x in [-256, 0] (limit approximation, 8 squarings); absolute
-        error <= 0.55 / 2^8 + 2^(9 - f) there (0.01 at f = 16).  Rounds 9 (a truncation each;
-        an input at 2f costs nothing more), bytes 72 per element (8 per round)."""
+        """e^x, at f, for every x (integer part and fraction split, one parallel comparison,
+        a polynomial): relative error <= 2^-(f-1) (about 1 ulp absolute) for x up to
+        x_hi = floor((61 - f) ln 2) - 1 (30 at f = 16); 0 below -(f+1) ln 2; e^(x_hi + 1)
+        above (saturated, never wrapped).  Rounds 9 (8 for an input at 2f); bytes 795.5
+        per element at f = 16 (most of it the one comparison against every integer of the
+        domain)."""
         return self._op("exp")
 
     def sigmoid(self) -> "Secret":
-        """1 / (1 + e^-x), at f, composed of ``exp`` and ``reciprocal`` until the
-        non-linear ops give sigmoid its own protocol: domain |x| <= 256, absolute error
-        <= 3e-3 at f = 16.  Rounds 25 (sign 7, |x| 1, exp 9, 1/(1+t) 7, selection 1)."""
+        """1 / (1 + e^-x), at f, for every x (exactly 0 and 1 far out); error <= 2 ulp
+        (3 at f = 24).  Rounds 13 (12 for an input at 2f); bytes 642.75 per element at
+        f = 16."""
         return self._op("sigmoid")
 
-    def reciprocal(self, lo: float, hi: float) -> "Secret":
-        """1/x for x in the public interval [lo, hi], 0 < lo < hi (Newton-Raphson from the
-        equioscillating linear start, as many steps as reach 2^-(f+1) relative error);
-        bounds that do not hold are refused.  Rounds 1 + 2k for k steps (7 for [1, 4], 11
-        for [0.5, 8]; +1 for an input at 2f), bytes 8 per element per round plus 8 for x's
-        opening (64 per element for [1, 4]).  Error: relative 2^-(f+1) plus the rounding of
-        the steps, below 16 hi 2^-f."""
-        return self._op("reciprocal", lo=float(lo), hi=float(hi))
+    def log(self, lo: float | None = None, hi: float | None = None) -> "Secret":
+        """Natural log, at f, for x in the public domain [lo, hi] (default [2^-f,
+        2^(59-f)]); log lo below it (x <= 0 too), log hi above (saturated).  Absolute error
+        <= 2 ulp.  Rounds 12 (+1 for an input at 2f); bytes 1233.5 per element at f = 16
+        on the default domain (a comparison per power of 2 in it).  Bounds the format
+        cannot hold are refused."""
+        return self._op("log", **_domain(lo, hi))
+
+    def reciprocal(self, lo: float | None = None, hi: float | None = None) -> "Secret":
+        """1/x, at f, for x in the public domain [lo, hi] (default [2^-f, 2^(f+2)]: every
+        positive value; below a quarter ulp beyond); 1/lo below (x <= 0 too), 1/hi above.
+        Error <= 2 ulp + 2^-(f-1) relative.  Rounds 12 (+1 for an input at 2f); bytes
+        758.875 per element on the default domain, 130.875 on [1, 4] (a comparison per
+        power of 2 in the domain)."""
+        return self._op("reciprocal", **_domain(lo, hi))
+
+    def rsqrt(self, lo: float | None = None, hi: float | None = None) -> "Secret":
+        """x^(-1/2), at f, for x in the public domain [lo, hi] (default [4^-ceil(f/2),
+        ~4^(f/2+2)]); lo^(-1/2) below (x <= 0 too), hi^(-1/2) above.  Error <= 2 ulp +
+        2^-(f-1) relative.  Rounds 15 (+1 for an input at 2f); bytes 492.875 per element
+        on the default domain."""
+        return self._op("rsqrt", **_domain(lo, hi))
+
+    def div(self, other, lo: float | None = None, hi: float | None = None) -> "Secret":
+        """x / y for a secret y in ``reciprocal``'s domain [lo, hi] (x times 1/y, kept at
+        2f), or a public y (see ``/``).  Rounds: reciprocal's + 1 (13); bytes reciprocal's
+        + 16 per element (774.875 on the default domain)."""
+        if not _is_secret(other):
+            return self / other
+        return self._session._op("div", [self, other], _domain(lo, hi))
 
     def softmax(self, axis: int = -1) -> "Secret":
-        """Softmax along ``axis`` (max-subtracted), at f; absolute error < 4e-3 at f = 16.
-        Rounds 30 for 10 classes (max: 11, exp: 9, reciprocal: 9, product: 1), bytes
-        185.875 per element."""
+        """Softmax along ``axis`` (max-subtracted, Goldschmidt division), at f, for every
+        value: relative error <= 2^-14 + 2 ulp.  Rounds 25 for rows of 10 (24 for
+        untruncated logits), bytes 422 per element."""
         axis = int(axis) % max(self.ndim, 1)
         if axis == self.ndim - 1:
             return self._op("softmax")
@@ -288,6 +318,10 @@ class Secret:
         Each party sends the caller its shares; nothing is opened between the parties.
         Rounds 0 between the parties; bytes 8 per element from each party to the caller."""
         return self._session.reveal(self)
+
+
+def _domain(lo, hi) -> dict:
+    return {k: float(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}
 
 
 def _matmul(session, a, b) -> Secret:
