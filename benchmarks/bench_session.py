@@ -34,6 +34,8 @@ OPS = {
     "exp": ((64, 64), lambda x, y: (x - 4.0).exp(), lambda a, b: np.exp(a - 4)),
     "sigmoid": ((64, 64), lambda x, y: x.sigmoid(), lambda a, b: 0.5 * (1 + np.tanh(a / 2))),
     "reciprocal": ((64, 64), lambda x, y: (x * x + 1).reciprocal(1, 64), lambda a, b: 1 / (a * a + 1)),
+    "log": ((64, 64), lambda x, y: (x * x + 1).log(1, 64), lambda a, b: np.log(a * a + 1)),
+    "x / y": ((64, 64), lambda x, y: x / (y * y + 1), lambda a, b: a / (b * b + 1)),
     "softmax (rows of 10)": ((64, 10), lambda x, y: x.softmax(), lambda a, b: np.exp(a) / np.exp(a).sum(1, keepdims=True)),
     "reveal": ((64, 64), lambda x, y: x, lambda a, b: a),
 }

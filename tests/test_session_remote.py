@@ -38,7 +38,9 @@ def workload(s) -> list:
     c = s.share(img).conv2d(s.share(ker), bias=np.ones(4), padding=1)
     out = [y, z, x * x, x / 3.0, x.mean(0), x.max(axis=1), x.argmax(axis=0), (x < 0.3),
            x == x.T.T, sse.where(x > 0, x, -x), (x - 4.0).exp(), (x * x + 1).reciprocal(1, 30),
-           sse.concatenate([x, a]).sum(axis=0), x[1:4, ::2].T, c, x @ b, 2.0 * x + a]
+           sse.concatenate([x, a]).sum(axis=0), x[1:4, ::2].T, c, x @ b, 2.0 * x + a,
+           y.sigmoid(), (x * x + 0.5).log(), (x * x + 0.5).rsqrt(), x / (x * x + 0.5),
+           2.0 / (x * x + 0.5)]
     s.flush()
     out.append(y * 0.5)                      # a second batch, reusing y's opening
     return out

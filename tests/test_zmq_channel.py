@@ -72,10 +72,15 @@ def _protocol(ch, rank):
         got.append(theirs[0].copy())
         if isinstance(ch, ZmqPeerChannel):
             mine[:] = 0  # reusing a sent buffer must not corrupt what the peer got
+    # a round of many concurrent tasks: more arrays than one message may carry
+    wide = [np.full(i % 5, 1000 * rank + i, np.int64) for i in range(2 * DEFAULT_CAPS.max_arrays + 5)]
+    got += [a.copy() for a in ch.exchange(wide, label="wide")]
     if rank == 0:
         ch.send_only([np.arange(5, dtype=np.uint64)], label="one-way")
+        ch.send_only(wide, label="one-way")
     else:
         got.append(ch.recv_only(label="one-way")[0].copy())
+        got += [a.copy() for a in ch.recv_only(label="one-way")]
     return got
 
 
@@ -88,6 +93,7 @@ def test_exchange_matches_memory_channel(pair, bulk):
     g0, g1 = _run_both(lambda: _protocol(a, 0), lambda: _protocol(b, 1))
     m0, m1 = memory_channel_pair(10)
     r0, r1 = _run_both(lambda: _protocol(m0, 0), lambda: _protocol(m1, 1))
+    assert len(g0 + g1) == len(r0 + r1) == 2 * 4 + 2 * (2 * DEFAULT_CAPS.max_arrays + 5) + 1 + 133
     for x, y in zip(g0 + g1, r0 + r1):
         assert np.array_equal(x, y)
     for z, m in ((a, m0), (b, m1)):

@@ -15,7 +15,8 @@ other's) makes every new channel a fresh session; a HELLO with a new token
 while a session runs means the peer restarted, and raises ``ChannelClosed`` at once instead
 of waiting for the timeout.  A side waiting on a silent peer repeats its HELLO every second,
 so a restarted peer (which, as party 0, cannot speak first) answers with its new token.  Every wait is bounded and ends in ``ChannelTimeout`` with the
-endpoint in the message.
+endpoint in the message.  A round may carry more arrays than one message may (a batch of
+many concurrent tasks): it goes in consecutive messages of at most ``caps.max_arrays``.
 
 Data plane (``bulk="aes-gcm"``, the default): the HELLOs above travel on the CurveZMQ socket
 and carry, besides the tokens, a fresh AES-256 key per direction and (party 0's) the port of
@@ -60,6 +61,7 @@ _STRANGERS = StrangerPolicy(wait=1.0, max_pending=64, max_frames=2, max_bytes=40
 _BYE_GRACE_MS = 500       # how long a lost data connection waits for the peer's BYE
 _CURVE_FRAME_SLACK = 4096  # CURVE MESSAGE command name, nonce and MAC around a frame
 _ANNOUNCE_EVERY = 1.0     # s of silence from the peer after which we repeat our HELLO
+_MAX_ROUND_ARRAYS = 1 << 16   # arrays of one round, over all its messages
 
 
 def _endpoint_host(endpoint: str) -> str:
@@ -374,16 +376,35 @@ class ZmqPeerChannel(Channel):
             raise ChannelClosed(f"malformed message from the peer: {exc}") from None
 
     def _send(self, arrays: list[np.ndarray]) -> None:
+        """One round's arrays, in messages of at most ``caps.max_arrays`` each (a round
+        of many concurrent tasks may carry more; "more" says another part follows)."""
         if self.peer_token is None or (self.bulk == "aes-gcm" and self.data is None):
             raise ChannelClosed("call open() before the first round")
-        header = {"type": "data", "s": self.token, "n": self._out_seq}
-        if self.data is not None:
-            self._seal_send(header, arrays)
-        else:
-            self._raw_send(header, arrays)
-        self._out_seq += 1
+        step = max(self.caps.max_arrays, 1)
+        starts = range(0, len(arrays), step) if arrays else [0]
+        for i in starts:
+            header = {"type": "data", "s": self.token, "n": self._out_seq}
+            if i + step < len(arrays):
+                header["more"] = True
+            part = arrays[i:i + step]
+            if self.data is not None:
+                self._seal_send(header, part)
+            else:
+                self._raw_send(header, part)
+            self._out_seq += 1
 
     def _recv(self) -> list[np.ndarray]:
+        """One round's arrays: the peer's messages up to one without "more"."""
+        arrays, more = [], True
+        while more:
+            h, part = self._recv_message()
+            arrays += part
+            more = h.get("more", False) is True
+            if len(arrays) > _MAX_ROUND_ARRAYS:
+                raise ChannelClosed(f"the peer sent a round of over {_MAX_ROUND_ARRAYS} arrays")
+        return arrays
+
+    def _recv_message(self) -> tuple[dict, list[np.ndarray]]:
         if self._closed:
             raise ChannelClosed("channel is closed")
         deadline = time.monotonic() + self.timeout
@@ -421,7 +442,7 @@ class ZmqPeerChannel(Channel):
             if h.get("n") != self._in_seq:
                 raise ChannelClosed(f"peer message {h.get('n')} out of order (expected {self._in_seq})")
             self._in_seq += 1
-            return arrays
+            return h, arrays
 
     def _announce(self) -> None:
         """Repeat this session's HELLO while the peer is silent.  A peer that restarted is
