@@ -243,7 +243,7 @@ class Secret:
     def log(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """Natural log, at f, for x in the public domain [lo, hi] (default [2^-f,
         2^(59-f)]); log lo below it (x <= 0 too), log hi above (saturated).  Absolute error
-        <= 2 ulp.  Rounds 12 (+1 for an input at 2f); bytes 1233.5 per element at f = 16
+        <= 2 ulp.  Rounds 11 (+1 for an input at 2f); bytes 1225.5 per element at f = 16
         on the default domain (a comparison per power of 2 in it).  Bounds the format
         cannot hold are refused."""
         return self._op("log", **_domain(lo, hi))
