@@ -191,37 +191,37 @@ class Secret:
         return s._op("lt", [s.lift(a), s.lift(b)], {})
 
     def __lt__(self, other) -> "Secret":
-        """[x < y] as a secret 0/1 (broadcast); exact for every value in range.  Rounds 7;
-        bytes 19.625 per element (8 for the masked difference, 11.5 for the comparison
-        tree, 1/8 for the bit's conversion; bits travel in 64-bit words, so n is counted
-        in whole words)."""
+        """[x < y] as a secret 0/1 (broadcast); exact for every value in range.  Rounds 4;
+        bytes 12.25 per element (8 for the masked difference, 4.125 for the comparison
+        tree's two rounds, 1/8 for the bit's conversion; bits travel in 64-bit words, so n
+        is counted in whole words)."""
         return self._lt(self, other)
 
     def __gt__(self, other) -> "Secret":
-        """[x > y] = [y < x].  Rounds 7 (see ``<``)."""
+        """[x > y] = [y < x].  Rounds 4 (see ``<``)."""
         return self._lt(other, self)
 
     def __le__(self, other) -> "Secret":
-        """[x <= y] = 1 - [y < x].  Rounds 7 (see ``<``)."""
+        """[x <= y] = 1 - [y < x].  Rounds 4 (see ``<``)."""
         return 1 - self._lt(other, self)
 
     def __ge__(self, other) -> "Secret":
-        """[x >= y] = 1 - [x < y].  Rounds 7 (see ``<``)."""
+        """[x >= y] = 1 - [x < y].  Rounds 4 (see ``<``)."""
         return 1 - self._lt(self, other)
 
     def __eq__(self, other) -> "Secret":
-        """[x == y] = 1 - [x < y] - [y < x] (the fixed-point values are equal).  Rounds 7:
+        """[x == y] = 1 - [x < y] - [y < x] (the fixed-point values are equal).  Rounds 4:
         the two comparisons run concurrently; bytes twice those of ``<``."""
         return 1 - self._lt(self, other) - self._lt(other, self)
 
     def __ne__(self, other) -> "Secret":
-        """[x != y] = [x < y] + [y < x].  Rounds 7, bytes twice those of ``<``."""
+        """[x != y] = [x < y] + [y < x].  Rounds 4, bytes twice those of ``<``."""
         return self._lt(self, other) + self._lt(other, self)
 
     # -- nonlinear -------------------------------------------------------------------------
     def relu(self) -> "Secret":
-        """max(x, 0), exact.  Rounds 7 (an untruncated product is truncated in the same
-        opening as its comparison); bytes 27.625 per element (``<``'s 19.625 and 8 for the
+        """max(x, 0), exact.  Rounds 4 (an untruncated product is truncated in the same
+        opening as its comparison); bytes 20.25 per element (``<``'s 12.25 and 8 for the
         selection fused into the bit's conversion)."""
         return self._op("relu")
 
@@ -229,52 +229,52 @@ class Secret:
         """e^x, at f, for every x (integer part and fraction split, one parallel comparison,
         a polynomial): relative error <= 2^-(f-1) (about 1 ulp absolute) for x up to
         x_hi = floor((61 - f) ln 2) - 1 (30 at f = 16); 0 below -(f+1) ln 2; e^(x_hi + 1)
-        above (saturated, never wrapped).  Rounds 9 (8 for an input at 2f); bytes 795.5
+        above (saturated, never wrapped).  Rounds 6 (also for an input at 2f); bytes 553.5
         per element at f = 16 (most of it the one comparison against every integer of the
         domain)."""
         return self._op("exp")
 
     def sigmoid(self) -> "Secret":
         """1 / (1 + e^-x), at f, for every x (exactly 0 and 1 far out); error <= 2 ulp
-        (3 at f = 24).  Rounds 13 (12 for an input at 2f); bytes 642.75 per element at
-        f = 16."""
+        (3 at f = 24).  Rounds 10 at f = 16 (also for an input at 2f); bytes 477.75 per
+        element at f = 16."""
         return self._op("sigmoid")
 
     def log(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """Natural log, at f, for x in the public domain [lo, hi] (default [2^-f,
         2^(59-f)]); log lo below it (x <= 0 too), log hi above (saturated).  Absolute error
-        <= 2 ulp.  Rounds 11 (+1 for an input at 2f); bytes 1225.5 per element at f = 16
-        on the default domain (a comparison per power of 2 in it).  Bounds the format
+        <= 2 ulp.  Rounds 8 at f = 16 (+1 for an input at 2f); bytes 783 per element at
+        f = 16 on the default domain (a comparison per power of 2 in it).  Bounds the format
         cannot hold are refused."""
         return self._op("log", **_domain(lo, hi))
 
     def reciprocal(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """1/x, at f, for x in the public domain [lo, hi] (default [2^-f, 2^(f+2)]: every
         positive value; below a quarter ulp beyond); 1/lo below (x <= 0 too), 1/hi above.
-        Error <= 2 ulp + 2^-(f-1) relative.  Rounds 12 (+1 for an input at 2f); bytes
-        758.875 per element on the default domain, 130.875 on [1, 4] (a comparison per
+        Error <= 2 ulp + 2^-(f-1) relative.  Rounds 9 at f = 16 (+1 for an input at 2f);
+        bytes 500.75 per element on the default domain, 108.75 on [1, 4] (a comparison per
         power of 2 in the domain)."""
         return self._op("reciprocal", **_domain(lo, hi))
 
     def rsqrt(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """x^(-1/2), at f, for x in the public domain [lo, hi] (default [4^-ceil(f/2),
         ~4^(f/2+2)]); lo^(-1/2) below (x <= 0 too), hi^(-1/2) above.  Error <= 2 ulp +
-        2^-(f-1) relative.  Rounds 15 (+1 for an input at 2f); bytes 492.875 per element
-        on the default domain."""
+        2^-(f-1) relative.  Rounds 12 at f = 16 (+1 for an input at 2f); bytes 352.75 per
+        element on the default domain."""
         return self._op("rsqrt", **_domain(lo, hi))
 
     def div(self, other, lo: float | None = None, hi: float | None = None) -> "Secret":
         """x / y for a secret y in ``reciprocal``'s domain [lo, hi] (x times 1/y, kept at
-        2f), or a public y (see ``/``).  Rounds: reciprocal's + 1 (13); bytes reciprocal's
-        + 16 per element (774.875 on the default domain)."""
+        2f), or a public y (see ``/``).  Rounds: reciprocal's + 1 (10 at f = 16); bytes
+        reciprocal's + 16 per element (516.75 on the default domain)."""
         if not _is_secret(other):
             return self / other
         return self._session._op("div", [self, other], _domain(lo, hi))
 
     def softmax(self, axis: int = -1) -> "Secret":
         """Softmax along ``axis`` (max-subtracted, Goldschmidt division), at f, for every
-        value: relative error <= 2^-14 + 2 ulp.  Rounds 25 for rows of 10 (24 for
-        untruncated logits), bytes 422 per element."""
+        value: relative error <= 2^-14 + 2 ulp.  Rounds 16 for rows of 10 at f = 16 (also
+        for untruncated logits), bytes 316.4375 per element."""
         axis = int(axis) % max(self.ndim, 1)
         if axis == self.ndim - 1:
             return self._op("softmax")
@@ -283,9 +283,11 @@ class Secret:
         return self.transpose(order)._op("softmax").transpose(back)
 
     def max(self, axis=None) -> "Secret":
-        """Maximum along ``axis`` (None: over all elements), exact.  Rounds 11 for 3 to
-        16 values (all pairs compared at once, then an AND tree), 7 for 2; longer rows in
-        blocks of 8.  Bytes per element: 97.875 for rows of 10, 17.875 for rows of 2."""
+        """Maximum along ``axis`` (None: over all elements), exact.  Rounds 5 for rows of
+        3 to 10 values (all pairs compared at once, then one AND of fan-in 9), 6 for 11 to
+        16, 4 for 2; longer rows in blocks of 8 (10 rounds for 17 to 64 values); from 2^14
+        elements on, rows of 3 to 16 run as a tournament (4 rounds per level, half the
+        comparisons).  Bytes per element: 63.8125 for rows of 10, 14.1875 for rows of 2."""
         x, axis = (self.flatten(), 0) if axis is None else (self, int(axis))
         return x._op("max", axis=axis)
 
