@@ -256,6 +256,8 @@ def run_session(runner, rec: JobRecord, ch, link, key: bytes, config, lv) -> Non
         state, reason = "failed", f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
         ch.close(f"session failed on server {rank}")
     finally:
+        if state == "done":     # ended here (closed, idle): the peer's clients learn why
+            ch.close(f"server {rank}: {reason}")
         unanswered = ([current] if current is not None else []) + live.end(reason)
         party.clear()
         closers = [closer] if closer is not None else []

@@ -217,6 +217,23 @@ def test_recv_timeout_is_clear_not_a_hang(pair):
     assert time.monotonic() - t0 < 3
 
 
+@pytest.mark.parametrize("bulk", ["aes-gcm", "curve"])
+def test_an_earlier_sessions_bye_does_not_end_the_next(pair, bulk):
+    """A closed DEALER lingers, and its reconnect can hand the peer's new ROUTER the BYE
+    of the session before: that BYE names the old token and must be ignored (it ended
+    a remote session of the next client with "the peer closed the session")."""
+    make, *_ = pair
+    a, b = make(bulk=(bulk, bulk))
+    _run_both(a.open, b.open)
+    for stale, to in ((b, a), (a, b)):
+        stale._raw_send({"type": "bye", "s": "0" * 16, "reason": "an earlier session"})
+        got = _run_both(lambda: to.recv_only(), lambda: stale.send_only([np.arange(3)]))[0]
+        assert np.array_equal(got[0], np.arange(3))
+    b.close("this session")
+    with pytest.raises(ChannelClosed, match="this session"):
+        a.recv_only()
+
+
 def test_peer_close_and_restart_detected(pair):
     make, (k0, k1), (c0, c1), ep = pair
     a, b = make(timeout=20)

@@ -432,8 +432,10 @@ class ZmqPeerChannel(Channel):
                         self._raise_for_control(self._raw_recv()[0])
                     raise
             t, tok = h["type"], h.get("s")
-            if t == "hello" and tok == self.peer_token:
-                continue  # a late copy of the handshake
+            if (t == "hello" and tok == self.peer_token) or (t == "bye" and tok != self.peer_token):
+                # a late copy of the handshake, or the BYE of an earlier session (the peer's
+                # closed socket lingers and its reconnect delivers it to our new one)
+                continue
             self._raise_for_control(h)
             if t != "data" or tok != self.peer_token or (self.data is not None and self.sock in ready):
                 raise ChannelClosed(f"unexpected {t!r} message on the peer channel")
@@ -465,7 +467,7 @@ class ZmqPeerChannel(Channel):
         """A peer's HELLO of a new session or its BYE ends this session: say which."""
         if h["type"] == "hello" and h.get("s") != self.peer_token:
             raise ChannelClosed("the peer restarted (new session); the run must resume")
-        if h["type"] == "bye":
+        if h["type"] == "bye" and h.get("s") == self.peer_token:
             raise ChannelClosed(f"the peer closed the session: {str(h.get('reason', ''))[:200]}")
 
     def close(self, reason: str = "") -> None:
