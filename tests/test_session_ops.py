@@ -256,10 +256,11 @@ def test_division_secret_and_public(s, data):
     x, y = s.share(a), s.share(b)
     qa, qb = q(a), q(b)
     xy, inv, yx = s.reveal(x / y, 2.0 / y, y.div(x * 0 + 8.0, lo=1.0, hi=16.0))
-    rel = lambda w: 2.0 ** -(F - 1) * np.abs(w) + 2 * U * (1 + np.abs(w))  # noqa: E731
-    assert np.all(np.abs(xy - qa / qb) <= rel(qa / qb) + np.abs(qa) * 2 * U)
-    assert np.all(np.abs(inv - 2 / qb) <= rel(2 / qb) * 2)
-    assert np.all(np.abs(yx - qb / 8) <= rel(qb / 8) + np.abs(qb) * 2 * U)
+    # the documented bound: |x| 2^-(f-1) (1 + 1/|y|) + 1 ulp
+    bound = lambda x_, y_: np.abs(x_) * 2 * U * (1 + 1 / np.abs(y_)) + U  # noqa: E731
+    assert np.all(np.abs(xy - qa / qb) <= bound(qa, qb))
+    assert np.all(np.abs(inv - 2 / qb) <= bound(2.0, qb))
+    assert np.all(np.abs(yx - qb / 8) <= bound(qb, 8.0))
 
 
 def test_bounds_that_do_not_hold_are_refused(s):

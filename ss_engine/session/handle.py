@@ -227,54 +227,56 @@ class Secret:
 
     def exp(self) -> "Secret":
         """e^x, at f, for every x (integer part and fraction split, one parallel comparison,
-        a polynomial): relative error <= 2^-(f-1) (about 1 ulp absolute) for x up to
-        x_hi = floor((61 - f) ln 2) - 1 (30 at f = 16); 0 below -(f+1) ln 2; e^(x_hi + 1)
-        above (saturated, never wrapped).  Rounds 6 (also for an input at 2f); bytes 553.5
-        per element at f = 16 (most of it the one comparison against every integer of the
+        a polynomial): error <= 2 ulp + 2^-(f-1) e^x for x up to x_hi = floor((61 - f) ln 2)
+        - 1 (30 at f = 16); 0 below -(f+1) ln 2; e^(x_hi + 1) above (saturated, never
+        wrapped).  Rounds 6 at every f (also for an input at 2f); bytes 553.5 per element at
+        f = 16 (most of it the one comparison against every integer of the
         domain)."""
         return self._op("exp")
 
     def sigmoid(self) -> "Secret":
-        """1 / (1 + e^-x), at f, for every x (exactly 0 and 1 far out); error <= 2 ulp
-        (3 at f = 24).  Rounds 10 at f = 16 (also for an input at 2f); bytes 477.75 per
-        element at f = 16."""
+        """1 / (1 + e^-x), at f, for every x (exactly 0 and 1 far out); error <= 3 ulp.
+        Rounds 10 at f <= 16 (also for an input at 2f), 11 above; bytes 477.75 per element
+        at f = 16."""
         return self._op("sigmoid")
 
     def log(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """Natural log, at f, for x in the public domain [lo, hi] (default [2^-f,
-        2^(59-f)]); log lo below it (x <= 0 too), log hi above (saturated).  Absolute error
-        <= 2 ulp.  Rounds 8 at f = 16 (+1 for an input at 2f); bytes 783 per element at
-        f = 16 on the default domain (a comparison per power of 2 in it).  Bounds the format
+        2^(59-f)]); log lo below it (x <= 0 too), log hi above (saturated).  Error <= 2 ulp
+        (1 + |log x|).  Rounds 8 at f <= 16, 9 at 20, 10 at 24 (+1 for an input at 2f);
+        bytes 783 per element at f = 16 on the default domain (a comparison per power of 2 in it).  Bounds the format
         cannot hold are refused."""
         return self._op("log", **_domain(lo, hi))
 
     def reciprocal(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """1/x, at f, for x in the public domain [lo, hi] (default [2^-f, 2^(f+2)]: every
         positive value; below a quarter ulp beyond); 1/lo below (x <= 0 too), 1/hi above.
-        Error <= 2 ulp + 2^-(f-1) relative.  Rounds 9 at f = 16 (+1 for an input at 2f);
+        Error <= 2 ulp (1 + 1/x).  Rounds 9 at f >= 16, 8 at 12 (+1 for an input at 2f);
         bytes 500.75 per element on the default domain, 108.75 on [1, 4] (a comparison per
         power of 2 in the domain)."""
         return self._op("reciprocal", **_domain(lo, hi))
 
     def rsqrt(self, lo: float | None = None, hi: float | None = None) -> "Secret":
         """x^(-1/2), at f, for x in the public domain [lo, hi] (default [4^-ceil(f/2),
-        ~4^(f/2+2)]); lo^(-1/2) below (x <= 0 too), hi^(-1/2) above.  Error <= 2 ulp +
-        2^-(f-1) relative.  Rounds 12 at f = 16 (+1 for an input at 2f); bytes 352.75 per
-        element on the default domain."""
+        ~4^(f/2+2)]); lo^(-1/2) below (x <= 0 too), hi^(-1/2) above.  Error <= 2 ulp
+        (1 + x^(-1/2)).  Rounds 12 at f <= 20, 14 at 24 (+1 for an input at 2f); bytes
+        352.75 per element on the default domain at f = 16."""
         return self._op("rsqrt", **_domain(lo, hi))
 
     def div(self, other, lo: float | None = None, hi: float | None = None) -> "Secret":
         """x / y for a secret y in ``reciprocal``'s domain [lo, hi] (x times 1/y, kept at
-        2f), or a public y (see ``/``).  Rounds: reciprocal's + 1 (10 at f = 16); bytes
-        reciprocal's + 16 per element (516.75 on the default domain)."""
+        2f; x / lo or x / hi outside the domain), or a public y (see ``/``).  Error, once
+        truncated: <= |x| 2^-(f-1) (1 + 1/|y|) + 1 ulp (the rounding of 1/y to f bits,
+        times x).  Rounds: reciprocal's + 1 (10 at f = 16); bytes reciprocal's + 16 per
+        element (516.75 on the default domain)."""
         if not _is_secret(other):
             return self / other
         return self._session._op("div", [self, other], _domain(lo, hi))
 
     def softmax(self, axis: int = -1) -> "Secret":
         """Softmax along ``axis`` (max-subtracted, Goldschmidt division), at f, for every
-        value: relative error <= 2^-14 + 2 ulp.  Rounds 16 for rows of 10 at f = 16 (also
-        for untruncated logits), bytes 316.4375 per element."""
+        value: error <= 2^-13 p + 4 ulp.  Rounds 16 for rows of 10 at every f (also for
+        untruncated logits), bytes 316.4375 per element at f = 16."""
         axis = int(axis) % max(self.ndim, 1)
         if axis == self.ndim - 1:
             return self._op("softmax")
