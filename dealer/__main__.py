@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
 from ss_engine.deploy.config import load_config
 from ss_engine.deploy.launch import READY_MARK
-from ss_engine.deploy.lifeline import add_lifeline_args, follow_launcher
+from ss_engine.deploy.lifeline import add_lifeline_args, exit_now, follow_launcher
 
 from .service import DealerService
 
@@ -39,4 +38,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

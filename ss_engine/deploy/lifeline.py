@@ -18,14 +18,17 @@ decides how to go (stop, remove the secrets, exit).
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Lifeline", "watch_lifeline", "remove_tree", "add_lifeline_args", "follow_launcher"]
+__all__ = ["Lifeline", "watch_lifeline", "remove_tree", "add_lifeline_args", "follow_launcher",
+           "exit_now"]
 
 
 class Lifeline:
@@ -101,3 +104,17 @@ def follow_launcher(fd: int | None, ephemeral: bool, root: Path, stop: Callable[
             remove_tree(root)
     lost = watch_lifeline(fd, stop, grace=grace, on_exit=cleanup)
     return lambda: cleanup() if lost.is_set() else None
+
+
+def exit_now(code: int) -> None:
+    """A launched process's way out once it has closed its sockets and stores: flush the
+    logs and leave without the interpreter's teardown, which finalises every module and
+    thread of a process that loaded numba, zmq and torch (0.6 s measured, per process, and
+    the launcher stops the dealer only after both servers are gone)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
