@@ -17,8 +17,10 @@ once).  The step is the engine's own ``train_party``, observed through its hooks
 parameters' updates run as concurrent tasks, so their rounds and time count in the
 backward layer during which they run.
 
-In the local runtime the dealer is in-process: party 1's "dealer wait" is the time its
-thread spends computing the dealer's corrections on demand.
+In the local runtime the dealer is in-process, in a thread of its own that prepares each
+replayed step's blob ahead: party 1's dealer wait inside the step's phases is that of
+one-off items; a replayed step takes its whole blob as it begins, before any phase
+(``run_begin_dealer_wait_seconds``), and the dealer bytes count from the sources' totals.
 
     python -m benchmarks.bench_breakdown [--quick] [--out benchmarks/out]
 """
@@ -85,9 +87,9 @@ def product_table(rec: Recorder) -> list[dict]:
         stage, layer = parts[0], (parts[1] if len(parts) > 1 else "")
         fresh = 0
         for ref in (spec.left, spec.right):
-            if ref.seq not in seen:
-                fresh += rec.mask_elements.get(ref.seq, 0)
-                seen.add(ref.seq)
+            if ref.addr not in seen:
+                fresh += rec.mask_elements.get(ref.addr, 0)
+                seen.add(ref.addr)
         which = _which(stage, spec)
         row = {"stage": stage, "layer": layer or stage, "op": spec.op, "product": which,
                "left": _operand(spec.left), "right": _operand(spec.right),
@@ -123,12 +125,16 @@ def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, st
         def on_step(step, epoch, state, py):
             if step + 1 == warm:
                 rec.enabled = True
+                st = ctx.source.stats
                 marks[rank] = {"t": time.perf_counter(), "ch": ctx.channel.stats.snapshot(),
-                               "wait": dict(ctx.channel.wait_by_label)}
+                               "wait": dict(ctx.channel.wait_by_label),
+                               "dealer": (st.dealer_bytes, st.wait_seconds)}
             elif step + 1 < warm + steps:
                 rec.new_step()  # keep the product log of the last step only
             else:
                 marks[rank]["t_end"] = time.perf_counter()
+                st = ctx.source.stats
+                marks[rank]["dealer_end"] = (st.dealer_bytes, st.wait_seconds)
         return on_step
 
     rt.run(train_party, (x0, y0, job, states[0], on_step_of(0), warm + steps, recs[0]),
@@ -146,7 +152,9 @@ def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, st
             "phases": rows,
             "phases_total": {f: sum(r[f] for r in rows) for f in FIELDS + ("compute",)},
             "bytes_sent_per_step": d.bytes_sent / steps, "rounds_per_step": d.rounds / steps,
-            "dealer_bytes_per_step": sum(r["dealer_bytes"] for r in rows),
+            "dealer_bytes_per_step": (mk["dealer_end"][0] - mk["dealer"][0]) / steps,
+            "run_begin_dealer_wait_seconds": (mk["dealer_end"][1] - mk["dealer"][1]) / steps
+            - sum(r["dealer_wait"] for r in rows),
             "by_label": {k: {"rounds": v[0] / steps, "bytes": v[1] / steps,
                              "peer_wait_seconds": (ctx.channel.wait_by_label.get(k, 0.0)
                                                    - mk["wait"].get(k, 0.0)) / steps}

@@ -140,8 +140,7 @@ def train_steps(ctx, model: Sequential, x_share: np.ndarray, y_share: np.ndarray
         xb = np.ascontiguousarray(x_share[lo:lo + batch_size].reshape((-1,) + tuple(input_shape)))
         yb = np.ascontiguousarray(y_share[lo:lo + batch_size])
         run(ctx, train_step(model, loss, opt, SharedTensor(ctx, xb), SharedTensor(ctx, yb), lr,
-                            hooks=hooks), hooks.step_plan(step))
-        ctx.source.step_done()
+                            hooks=hooks), hooks.step_plan(step), key=("bench", xb.shape[0]))
         if on_step is not None:
             on_step(step)
     return model

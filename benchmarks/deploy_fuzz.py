@@ -21,11 +21,10 @@ import msgpack
 import numpy as np
 import zmq
 
-from ss_engine.net.dealer_link import spec_wire
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
 from ss_engine.net.wire import PROTOCOL_VERSION, WireCaps, decode_message
 from ss_engine.net.zmq_channel import CurveContext
-from ss_engine.preprocessing import ItemRef, MaskSpec, ProductSpec, TruncSpec
+from ss_engine.preprocessing import Addr, ItemRef, MaskSpec, MaterialPlan, ProductSpec, TruncSpec
 
 __all__ = ["run_fuzz", "fuzz_messages", "main"]
 
@@ -139,17 +138,21 @@ def fuzz_messages(victim: str, rng: random.Random):
 
 def _dealer_messages(rng: random.Random):
     m = MaskSpec((4, 5))
-    good = [spec_wire(m), spec_wire(TruncSpec((3,), 16)),
-            spec_wire(ProductSpec("matmul", ItemRef(1, m, "a"), ItemRef(2, MaskSpec((5, 2)), "a"), (4, 2)))]
+    product = ProductSpec("matmul", ItemRef(Addr(1, 0, 0), m, "a"), ItemRef(Addr(2, 0, 0), MaskSpec((5, 2)), "a"),
+                          (4, 2))
+    good = [m.to_wire(), TruncSpec((3,), 16).to_wire(), product.to_wire()]
+    plan = MaterialPlan([m, TruncSpec((3,), 16)]).to_wire()
     while True:
-        t = rng.choice(["open", "get", "schedule", "consumed", "release", "nope"])
+        t = rng.choice(["open", "get", "plan", "runs", "release", "nope"])
         h = {"type": t, "job": rng.choice(["dz", "dz2", ""]), "rid": rng.randrange(1, 2**31),
              "nonce": rng.choice([b"z" * 32, rng.randbytes(32), rng.randbytes(31), "x" * 32]),
              "digest": rng.choice(["d" * 32, "", "x" * 65, 7]),
-             "seq": rng.choice([0, 5, -1, 2**63]), "spec": rng.choice(good + [_rand_value(rng)]),
-             "base": rng.randrange(0, 100), "period": rng.choice([0, 1, 50, 2**40]),
-             "items": [[rng.randrange(-2, 60), rng.choice(good + [_rand_value(rng)])]
-                       for _ in range(rng.randrange(0, 5))]}
+             "addr": rng.choice([[0, 0, 0], [5, 1, 2], [-1, 0, 0], [2**63, 0, 0], [1, 2]]),
+             "spec": rng.choice(good + [_rand_value(rng)]),
+             "plan": rng.choice([plan, {"items": good, "digest": b"x" * 16}, _rand_value(rng)]),
+             "at": rng.randrange(0, 100),
+             "runs": [[rng.randrange(-2, 200), rng.choice([plan["digest"], rng.randbytes(16), 3])]
+                      for _ in range(rng.randrange(0, 5))]}
         if rng.random() < 0.3:
             h[rng.choice(list(h))] = _rand_value(rng)
         frames = _encode(h, [])

@@ -74,9 +74,9 @@ class Recorder(StepHooks):
             ks[0] += 1
             ks[1] += seconds
         if spec.kind == "mask":
-            self.mask_elements[material.seq] = int(np.prod(spec.shape, dtype=np.int64))
+            self.mask_elements[material.addr] = int(np.prod(spec.shape, dtype=np.int64))
             if self.enabled:
-                self.step_masks.append(material.seq)
+                self.step_masks.append(material.addr)
         elif spec.kind == "product" and self.enabled:
             self.products.append(("/".join(f[0] for f in self._stack), spec))
 
@@ -137,8 +137,14 @@ class TimedSource(CorrelatedSource):
     def record(self, log):
         self.inner.record(log)
 
-    def step_done(self):
-        self.inner.step_done()
+    def begin(self, key=None):
+        self.inner.begin(key)
+
+    def end(self, ok=True):
+        self.inner.end(ok)
+
+    def expect(self, keys):
+        self.inner.expect(keys)
 
     def __getattr__(self, name):  # next_seq and anything else a caller reads
         return getattr(self.inner, name)

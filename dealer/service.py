@@ -1,37 +1,40 @@
-"""The crypto provider: per-instance seeds, party 1's corrections, pre-generation ahead.
+"""The crypto provider: per-instance seeds, the parties' material, whole runs ahead.
 
 What the dealer sees: the two 16-byte seeds of each job instance it made (so it knows
-every mask and triple of that instance), the job digest, the material specs (shapes, op
-names, sequence numbers) and nothing else — no share of data, model or any opened value;
-it colludes with neither server.
+every mask and triple of that instance), the job digest, the material specs and plans
+(shapes, op names, item addresses) and nothing else -- no share of data, model or any
+opened value; it colludes with neither server.
 
 Seeds belong to a job *instance* (job id + the nonce both servers drew when the job was
 created), never to a job name: :mod:`.instances` makes fresh keys with os.urandom when both
 servers ask for a new instance, stores them (0600, atomic, checksummed) so that a
-restarted dealer, since ``DealerCore`` regenerates any item from (keys, seq, spec), resumes
-wherever party 1 asks, and deletes them when a server says the job ended — after which
-the instance is never served again.  A ``schedule`` from party 1 starts a generator
-thread that computes the next steps' corrections into a bounded window and pushes them
-to party 1 before they are needed.
+restarted dealer, since ``DealerCore`` regenerates any item from (keys, addr, spec) and any
+run from (keys, nonce, plan), resumes wherever a party asks, and deletes them when a server
+says the job ended -- after which the instance is never served again.  A party registers
+the plans it replays and announces its runs; a generator thread per instance computes
+each announced run once, in nonce order, at most ``window_steps`` runs beyond the party's
+position, and pushes each party its blob (party 1 its corrections; party 0 only the
+fields dealt to it, so nothing for today's protocols).
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 import numpy as np
 import zmq
 
-from ss_engine.net.dealer_link import (DEALER_REQUEST_CAPS, NONCE_BYTES, corrections_frames,
-                                       parse_spec, shift_spec, spec_digest)
+from ss_engine.net.dealer_link import (DEALER_REQUEST_CAPS, NONCE_BYTES, material_frames,
+                                       parse_plan, parse_spec)
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
 from ss_engine.net.wire import (JOB_ID_RE, WireError, decode_message, encode_message,
-                                 expect_bytes, expect_int, expect_list, expect_str)
+                                 expect_bool, expect_bytes, expect_int, expect_list, expect_str)
 from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.preprocessing.expand import DealerCore
+from ss_engine.preprocessing.plan import MaterialPlan
+from ss_engine.preprocessing.specs import Addr, received_fields
 from ss_engine.prg import SEED_BYTES
 
 from .instances import Instance, InstanceError, InstanceRegistry
@@ -40,110 +43,121 @@ __all__ = ["DealerService"]
 
 log = logging.getLogger("ss_engine.dealer")
 
-MAX_SCHEDULE_ITEMS = 20_000
-MAX_PERIOD = 1 << 24
+#: plans one instance keeps, runs one announcement may name, bindings it remembers
+MAX_PLANS = 16
+MAX_RUNS = 64
+_BINDINGS = 4096
 
 
 class _Job:
-    """One job instance's generator and pre-generation state."""
+    """One job instance's generator: its plans, the runs announced, the thread that
+    generates them within the window and pushes each party its blob."""
 
     def __init__(self, inst: Instance, window_steps: int, ctx: zmq.Context):
         self.name = inst.job
         self.core = DealerCore(*inst.keys, cache_items=256)
-        self.window_steps = window_steps
+        self.window = max(1, int(window_steps))
         self.cond = threading.Condition()
-        self.schedule: tuple | None = None      # (base, period, [(offset, spec)])
-        self.generation = 0
-        self.consumed = 0
-        self.ident: bytes | None = None         # party 1's ROUTER identity
+        self.plans: OrderedDict[bytes, MaterialPlan] = OrderedDict()
+        self.bound: OrderedDict[int, bytes] = OrderedDict()   # nonce -> plan digest
+        self.pending: dict[int, set] = {}                     # nonce -> ranks waiting for it
+        self.ident: dict[int, bytes] = {}                      # rank -> ROUTER identity
+        self.served: dict[int, set] = {0: set(), 1: set()}     # nonces pushed to each rank
+        self.at = {0: -1, 1: -1}
         self.stopped = False
-        self.pushed_items = 0
-        self._pushed_seqs: deque = deque()
+        self.runs_generated = 0
         self.thread: threading.Thread | None = None
         self._ctx = ctx
 
-    def _ahead(self, limit: int) -> int:
-        """Pushed items party 1 has not reached yet (caller holds the lock)."""
-        while self._pushed_seqs and self._pushed_seqs[0] < self.consumed:
-            self._pushed_seqs.popleft()
-        return len(self._pushed_seqs)
-
-    def set_schedule(self, ident: bytes, base: int, period: int, items: list) -> None:
+    def add_plan(self, plan: MaterialPlan) -> None:
         with self.cond:
-            # a new party-1 connection may have resumed from an older checkpoint: its
-            # position is where it says, not the furthest an earlier session reached
-            self.consumed = base + period if ident != self.ident else max(self.consumed, base + period)
-            self.ident = ident
-            self.schedule = (base, period, items)
-            self.generation += 1
+            self.plans[plan.digest] = plan
+            self.plans.move_to_end(plan.digest)
+            while len(self.plans) > MAX_PLANS:
+                self.plans.popitem(last=False)
+            self.cond.notify_all()
+
+    def announce(self, ident: bytes, rank: int, at: int, runs: list, again: bool) -> list:
+        """Queue the announced runs; returns the replies owed now (need_plan, refused)."""
+        replies = []
+        with self.cond:
+            if self.ident.get(rank) != ident:   # a new connection: it may have resumed earlier
+                self.ident[rank] = ident
+                self.at[rank] = at
+                self.served[rank].clear()
+                for waiting in self.pending.values():
+                    waiting.discard(rank)
+            self.at[rank] = max(self.at[rank], at)
+            for nonce, digest in runs:
+                bound = self.bound.get(nonce)
+                if bound is not None and bound != digest:
+                    replies.append(encode_message({"type": "refused", "job": self.name, "nonce": nonce,
+                                                   "message": "the run was announced with another plan"}))
+                    continue
+                if digest not in self.plans:
+                    replies.append(encode_message({"type": "need_plan", "job": self.name,
+                                                   "digest": digest}))
+                if bound is None:
+                    self.bound[nonce] = digest
+                    while len(self.bound) > _BINDINGS:
+                        self.bound.popitem(last=False)
+                if again or nonce not in self.served[rank]:
+                    self.pending.setdefault(nonce, set()).add(rank)
+            for r in (0, 1):   # what lies behind a party is of no more use to it
+                for old in [n for n in self.served[r] if n < self.at[r]]:
+                    self.served[r].discard(old)
+                for n in [n for n, w in self.pending.items() if r in w and n < self.at[r]]:
+                    self.pending[n].discard(r)
+            for n in [n for n, w in self.pending.items() if not w]:
+                del self.pending[n]
             self.cond.notify_all()
         if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name=f"pregen-{self.name}", daemon=True)
+            self.thread = threading.Thread(target=self._run, name=f"dealer-{self.name}", daemon=True)
             self.thread.start()
-
-    def advance(self, seq: int) -> None:
-        with self.cond:
-            if seq > self.consumed:
-                self.consumed = seq
-                self.cond.notify_all()
+        return replies
 
     def stop(self) -> None:
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
 
-    def _predictions(self, base: int, period: int, items: list, start: int):
-        if not items:
-            return  # nothing to predict (set_schedule refuses this anyway)
-        k = max(1, (start - base) // period)
-        while True:
-            for off, spec in items:
-                seq = base + k * period + off
-                if seq >= start:
-                    yield seq, shift_spec(spec, k * period, base) if k else spec
-            k += 1
+    def _next(self):
+        """(nonce, plan, {rank: ident}) of the next run to generate, or None (lock held)."""
+        for nonce in sorted(self.pending):
+            ranks = {r for r in self.pending[nonce] if nonce <= self.at[r] + self.window}
+            plan = self.plans.get(self.bound.get(nonce))
+            if ranks and plan is not None:
+                self.pending[nonce] -= ranks
+                if not self.pending[nonce]:
+                    del self.pending[nonce]
+                for r in ranks:
+                    self.served[r].add(nonce)
+                return nonce, plan, {r: self.ident[r] for r in ranks}
+        return None
 
     def _run(self) -> None:
         out = self._ctx.socket(zmq.PUSH)
         out.linger = 0
         out.connect("inproc://dealer-out")
         try:
-            gen_seen, preds = -1, None
             while True:
                 with self.cond:
-                    if self.stopped:
-                        return
-                    if self.generation != gen_seen:
-                        gen_seen = self.generation
-                        base, period, items = self.schedule
-                        preds = self._predictions(base, period, items, self.consumed)
-                        window = self.window_steps * period
-                        limit = self.window_steps * max(1, len(items))  # items ahead, at most
-                        self._pushed_seqs.clear()
-                    try:
-                        seq, spec = next(preds)
-                    except StopIteration:
-                        self.cond.wait(1.0)
-                        continue
-                    while not self.stopped and self.generation == gen_seen and (
-                            seq >= self.consumed + window or self._ahead(limit) >= limit):
+                    while not self.stopped and (task := self._next()) is None:
                         self.cond.wait(1.0)
                     if self.stopped:
                         return
-                    if self.generation != gen_seen or seq < self.consumed:
-                        continue
-                    ident = self.ident
+                nonce, plan, to = task
                 try:
-                    corr = self.core.corrections(seq, spec)
-                except Exception as exc:  # noqa: BLE001 - a bad prediction must not kill the thread
-                    log.warning("job %s: cannot pre-generate seq %d: %s", self.name, seq, exc)
+                    blobs = self.core.step(nonce, plan)
+                except Exception as exc:  # noqa: BLE001 - a bad plan must not kill the thread
+                    log.warning("job %s: cannot generate run %d: %s", self.name, nonce, exc)
                     continue
-                frames = corrections_frames("push", self.name, seq, spec, corr, t=time.time(),
-                                            sd=spec_digest(spec))
-                out.send_multipart([ident, *frames], copy=False)
-                self.pushed_items += 1
-                with self.cond:
-                    self._pushed_seqs.append(seq)
+                self.runs_generated += 1
+                for rank, ident in to.items():
+                    if rank in blobs:
+                        out.send_multipart([ident, *encode_message(
+                            {"type": "blob", "job": self.name, "nonce": nonce, "digest": plan.digest},
+                            [blobs[rank]])], copy=False)
         finally:
             out.close()
 
@@ -222,32 +236,36 @@ class DealerService:
                 old.stop()
             log.info("job %s: instance %s released; its keys are deleted", job, iid)
             return [(ident, encode_message({"type": "released", "job": job, "rid": rid}))]
-        if rank != 1:
-            raise WireError(f"{t}: party 0 receives no corrections")
         if t == "get":
-            seq = expect_int(h, "seq", 0, 2**62)
+            addr = expect_list(h, "addr", 3)
             spec = parse_spec(h.get("spec"))
-            j = self._job(job, nonce)
-            j.advance(seq)
-            corr = j.core.corrections(seq, spec)
-            return [(ident, corrections_frames("corr", job, seq, spec, corr, rid=rid))]
-        if t == "schedule":
-            base = expect_int(h, "base", 0, 2**62)
-            period = expect_int(h, "period", 1, MAX_PERIOD)
-            raw = expect_list(h, "items", MAX_SCHEDULE_ITEMS)
-            if not raw:
-                raise WireError("schedule: no items")
-            items = []
+            try:
+                addr = Addr(*(int(v) for v in addr))
+            except (TypeError, ValueError):
+                raise WireError("get: an item address is [nonce, r, c]") from None
+            if len(addr) != 3 or min(addr) < 0 or max(addr) >= 2**62:
+                raise WireError("get: item address out of range")
+            if not received_fields(spec, rank):
+                raise WireError(f"get: party {rank} receives nothing for {spec.kind} material")
+            got = self._job(job, nonce).core.item(rank, addr, spec)
+            return [(ident, material_frames("material", job, addr, spec, rank, got, rid=rid))]
+        if t == "plan":
+            plan = parse_plan(h.get("plan"))
+            if not plan.receives(rank):
+                raise WireError(f"plan: party {rank} receives nothing in this plan")
+            self._job(job, nonce).add_plan(plan)
+            return []
+        if t == "runs":
+            at = expect_int(h, "at", 0, 2**62)
+            raw = expect_list(h, "runs", MAX_RUNS)
+            runs = []
             for it in raw:
-                if not isinstance(it, list) or len(it) != 2:
-                    raise WireError("schedule items are [offset, spec] pairs")
-                off = expect_int({"o": it[0]}, "o", 0, period - 1)
-                items.append((off, parse_spec(it[1])))
-            self._job(job, nonce).set_schedule(ident, base, period, items)
-            return []
-        if t == "consumed":
-            self._job(job, nonce).advance(expect_int(h, "seq", 0, 2**62))
-            return []
+                if not isinstance(it, list) or len(it) != 2 or not isinstance(it[1], bytes) or len(it[1]) != 16:
+                    raise WireError("runs are [nonce, plan digest] pairs")
+                runs.append((expect_int({"n": it[0]}, "n", at, at + MAX_RUNS), it[1]))
+            again = expect_bool(h, "again", required=False)
+            replies = self._job(job, nonce).announce(ident, rank, at, runs, again)
+            return [(ident, r) for r in replies]
         raise WireError(f"unknown message type {t!r}")
 
     def serve(self, stop: threading.Event) -> None:

@@ -63,8 +63,8 @@ class Live:
     dealer: dict = field(default_factory=dict)
     seconds: float = 0.0
     steps_run: int = 0
-    # each session's first WARM_STEPS steps (warm-up: kernels load; the dealer has nothing
-    # ahead until party 1 has announced the step's schedule, after the first step)
+    # each session's first WARM_STEPS steps (warm-up: kernels load; the first step records
+    # the step's plan, the second waits for the dealer's first blob of it)
     warmup_seconds: float | None = None       # their time, summed over sessions
     warmup_steps: int = 0                     # their number, summed over sessions
     warmup_end_step: int = 0                  # the step count at the latest warm-up's end
@@ -73,7 +73,7 @@ class Live:
 #: steps of a session that the steady-state figures leave out
 WARM_STEPS = 2
 #: dealer-link figures that describe a session rather than add up over sessions
-_PER_SESSION = ("lead_seconds_median", "lead_seconds_min")
+_PER_SESSION: tuple = ()
 
 
 def _added(total: dict, session: dict) -> dict:
@@ -240,7 +240,8 @@ class JobRunner(threading.Thread):
         lv.waiting_since = None
         log.info("job %s: %s", rec.job, f"resuming from step {step}" if step else "starting")
         link = RemoteDealerLink(self.curve, self.cfg.dealer.connect, self.dealer_public, rec.job,
-                                rec.nonce, timeout=self.cfg.dealer_timeout)
+                                rec.nonce, timeout=self.cfg.dealer_timeout,
+                                window=self.cfg.dealer.window_steps)
         dealer_before = dict(lv.dealer)
         try:
             key = link.open(rec.digest, rec.test_seed)
@@ -264,10 +265,7 @@ class JobRunner(threading.Thread):
         else:
             state = PartyState({n: np.array(self.store.load_tensor(rec.job, f"param/{n}")[0])
                                 for n in param_names(job.model)})
-        source = SeededSource(self.rank, key, link if self.rank == 1 else None,
-                              start_seq=state.source_seq)
-        if self.rank == 1:
-            link.begin(state.source_seq)
+        source = SeededSource(self.rank, key, link, start_seq=state.source_seq)
         ctx = PartyContext(self.rank, ch, source, config)
         spe = steps_per_epoch(len(x), job.batch_size)
         every = self.cfg.checkpoint_every
@@ -311,7 +309,7 @@ class JobRunner(threading.Thread):
             params = {n: np.array(self.store.load_tensor(rec.job, f"param/{n}")[0])
                       for n in param_names(model)}
         x = self.store.load_tensor(rec.job, "input/x")
-        source = SeededSource(self.rank, key, link if self.rank == 1 else None)
+        source = SeededSource(self.rank, key, link)
         ctx = PartyContext(self.rank, ch, source, config)
         self._save(rec, "running", "predicting")
         t0 = time.monotonic()

@@ -16,9 +16,9 @@ from .comm.memory import memory_channel_pair
 from .config import EngineConfig
 from .encoding import encode
 from .party import PartyContext
-from .preprocessing.ahead import AheadDealerLink
 from .preprocessing.expand import DealerCore
-from .preprocessing.source import InProcessDealerLink, SeededSource
+from .preprocessing.local_dealer import LocalDealer
+from .preprocessing.source import SeededSource
 from .prg import PRG, SEED_BYTES, derive_seed
 from .protocols.rounds import run as run_coroutine
 from .sharing import share
@@ -34,23 +34,23 @@ class LocalRuntime:
     """Two party contexts sharing in-memory channels and an in-process dealer.
 
     ``seed`` (tests only) makes dealer keys and input sharing reproducible; by default every
-    key comes from os.urandom.
+    key comes from os.urandom.  The dealer generates replayed runs up to ``window`` runs
+    ahead of the parties in a thread of its own (``preprocessing.local_dealer``).
     """
 
     def __init__(self, config: EngineConfig | None = None, seed: bytes | None = None,
-                 timeout: float = 600.0, ahead: bool = True):
+                 timeout: float = 600.0, window: int = 2):
         self.config = config or EngineConfig()
         if seed is None:
             k0, k1, kin = (os.urandom(SEED_BYTES) for _ in range(3))
         else:
             k0, k1, kin = (derive_seed(seed, lab) for lab in ("party0", "party1", "input"))
         self.dealer = DealerCore(k0, k1)
-        # party 1's dealer runs a step ahead when the caller marks step boundaries
-        self.dealer_link = AheadDealerLink(self.dealer) if ahead else InProcessDealerLink(self.dealer)
+        self.local_dealer = LocalDealer(self.dealer, window)
         ch0, ch1 = memory_channel_pair(timeout)
         self.contexts = (
-            PartyContext(0, ch0, SeededSource(0, k0, None), self.config),
-            PartyContext(1, ch1, SeededSource(1, k1, self.dealer_link), self.config),
+            PartyContext(0, ch0, SeededSource(0, k0, self.local_dealer.link(0)), self.config),
+            PartyContext(1, ch1, SeededSource(1, k1, self.local_dealer.link(1)), self.config),
         )
         self._input_prg = PRG(kin)
 
@@ -96,6 +96,10 @@ class LocalRuntime:
         a0 = tuple(a[0] for a in shared_args)
         a1 = tuple(a[1] for a in shared_args)
         return self.run(fn, a0, a1, **kwargs)
+
+    def close(self) -> None:
+        """Stop the dealer's thread (it also ends by itself once idle)."""
+        self.local_dealer.close()
 
     def stats(self) -> dict:
         return {f"party{c.rank}": {"channel": c.channel.stats.as_dict(),

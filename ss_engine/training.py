@@ -8,8 +8,12 @@ reconstructs it.
 
 A step is one coroutine (``train_step``) run to completion on the party's scheduler
 (``protocols.rounds``), which merges the rounds of its concurrent tasks (the parameters'
-updates, the loss report).  ``StepHooks`` let a benchmark time its phases and layers and
-record its plan (every round's layout and every material item) without a copy of the step.
+updates, the loss report).  Each step is a run keyed by its public shape (``step_key``:
+the batch's rows, whether it reports the loss, the optimizer's part: Adam's step count),
+so the first step of each shape records its material plan and every later one replays it;
+the loop tells the source the next steps' keys, so the dealer prepares them ahead.
+``StepHooks`` let a benchmark time its phases and layers and record its plan (every
+round's layout and every material item) without a copy of the step.
 """
 from __future__ import annotations
 
@@ -29,7 +33,17 @@ from .party import PartyContext
 from .protocols.rounds import join, resolve, run
 from .tensor import SharedTensor, ops
 
-__all__ = ["PartyState", "train_party", "train_step", "predict_party", "moment2_key"]
+__all__ = ["PartyState", "train_party", "train_step", "predict_party", "moment2_key", "step_key",
+           "LOOKAHEAD"]
+
+#: steps ahead whose keys a party announces (the dealer uses up to its window of them)
+LOOKAHEAD = 4
+
+
+def step_key(rows: int, report: bool, optimizer: tuple = ()) -> tuple:
+    """A training step's plan key: what its schedule depends on, all public (``optimizer``:
+    the optimizer's part, ``schedule_key``)."""
+    return ("train", int(rows), bool(report)) + tuple(optimizer)
 
 
 @dataclass
@@ -115,6 +129,11 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
     spe = steps_per_epoch(n, job.batch_size)
     total = job.epochs * spe if stop_at_step is None else min(stop_at_step, job.epochs * spe)
     order, order_epoch = None, -1
+
+    def key(s: int) -> tuple:
+        rows = min(job.batch_size, n - (s % spe) * job.batch_size)
+        return step_key(rows, bool(job.loss_every) and (s + 1) % job.loss_every == 0, opt.schedule_key(s))
+
     for step in range(state.step, total):
         epoch, i = divmod(step, spe)
         if epoch != order_epoch:
@@ -122,10 +141,10 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
         idx = order[i * job.batch_size:(i + 1) * job.batch_size]
         x = SharedTensor(ctx, _inputs(job.model, x_share[idx]))
         y = SharedTensor(ctx, np.ascontiguousarray(y_share[idx]))
-        report = bool(job.loss_every) and (step + 1) % job.loss_every == 0
+        k = key(step)
         lr = job.lr_at(epoch)
-        py = run(ctx, train_step(model, loss, opt, x, y, lr, report, hooks), hooks.step_plan(step))
-        ctx.source.step_done()
+        ctx.source.expect([key(s) for s in range(step + 1, min(total, step + 1 + LOOKAHEAD))])
+        py = run(ctx, train_step(model, loss, opt, x, y, lr, k[2], hooks), hooks.step_plan(step), key=k)
         state.params = {p.name: p.value for p in model.parameters()}
         state.velocity = _optimizer_state(model)
         state.step, state.prev_lr = step + 1, lr
@@ -152,5 +171,7 @@ def predict_party(ctx: PartyContext, model: ModelDescription | str, params: dict
     out = []
     for s in range(0, x_share.shape[0], batch_size):
         x = SharedTensor(ctx, _inputs(desc, x_share[s:s + batch_size]))
-        out.append(run(ctx, _predict_batch(net, x, task)).share)
+        # the first batch opens the weights, the later ones reuse those openings
+        key = ("predict", task, x.shape[0], s == 0)
+        out.append(run(ctx, _predict_batch(net, x, task), key=key).share)
     return np.concatenate(out) if out else np.zeros((0, desc.num_outputs), np.int64)

@@ -10,7 +10,7 @@ import pytest
 from dealer.instances import InstanceError, InstanceRegistry
 from dealer.service import DealerService
 from ss_engine.comm import ChannelClosed, ChannelTimeout, memory_channel_pair
-from ss_engine.net.dealer_link import RemoteDealerLink, shift_spec
+from ss_engine.net.dealer_link import RemoteDealerLink
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
 from ss_engine.net.zmq_channel import CurveContext
 from ss_engine.config import EngineConfig
@@ -20,7 +20,8 @@ from ss_engine.encoding import encode
 from ss_engine.description import init_params
 from ss_engine.owner import share_arrays
 from ss_engine.party import PartyContext
-from ss_engine.preprocessing import ItemRef, MaskSpec, ProductSpec, SeededSource
+from ss_engine.preprocessing import (Addr, DealerCore, InputMaskSpec, MaterialPlan, SeededSource,
+                                     TruncSpec)
 from ss_engine.prg import derive_seed
 from ss_engine.simulate import LocalRuntime
 from ss_engine.job import TrainJob
@@ -53,14 +54,6 @@ def dealer(tmp_path):
         svc.close()
         for c in curves:
             c.close()
-
-
-def test_shift_spec_moves_only_refs_inside_the_step():
-    m_in, m_out = MaskSpec((2, 3)), MaskSpec((3, 4))
-    p = ProductSpec("matmul", ItemRef(12, m_in, "a"), ItemRef(3, m_out, "a"), (2, 4))
-    q = shift_spec(p, 100, since=10)
-    assert q.left.seq == 112 and q.right.seq == 3 and q.out_shape == (2, 4)
-    assert shift_spec(m_in, 5, 0) is m_in
 
 
 def open_both(l0, l1, digest="d" * 32, seeds=(None, None)):
@@ -103,11 +96,10 @@ def test_remote_dealer_equals_in_process_bit_for_bit(dealer):
     k0, k1 = open_both(l0, l1, seeds=(SEED, SEED))
     assert (k0, k1) == (derive_seed(SEED, "party0"), derive_seed(SEED, "party1"))  # LocalRuntime's
     ch0, ch1 = memory_channel_pair(30)
-    ctx = [PartyContext(0, ch0, SeededSource(0, k0, None), EngineConfig()),
+    ctx = [PartyContext(0, ch0, SeededSource(0, k0, l0), EngineConfig()),
            PartyContext(1, ch1, SeededSource(1, k1, l1), EngineConfig())]
     st = [PartyState(dict(p0)), PartyState(dict(p1))]
-    l1.begin(0)
-    on_step = None  # train_party marks step boundaries itself (source.step_done -> link)
+    on_step = None
     errs = []
 
     def run(r, x, y):
@@ -125,9 +117,11 @@ def test_remote_dealer_equals_in_process_bit_for_bit(dealer):
         for k in a.params:
             assert np.array_equal(a.params[k], b.params[k])
     s = l1.stats.as_dict()
-    # steps 3 and 4 are served from what the dealer pushed ahead of time
-    assert s["pushed_hits"] > 0 and s["schedules"] >= 1, s
-    assert s["requests"] < 2.5 * s["pushed_hits"] + 200
+    # the first step asks item by item and registers its plan; steps 2-4 are one blob each
+    assert s["plans"] == 1 and s["blobs"] == 3 and s["resends"] == 0, s
+    assert 0 < s["requests"] < ctx[1].source.stats.items / 4, s
+    # party 0 never hears from the dealer: no request, no plan, no blob
+    assert l0.stats.requests == l0.stats.plans == l0.stats.blobs == 0
     l0.close()
     l1.close()
 
@@ -135,15 +129,17 @@ def test_remote_dealer_equals_in_process_bit_for_bit(dealer):
 def test_dealer_refuses_bad_requests_and_keeps_serving(dealer):
     cfg, svc, link = dealer
     l0, l1 = link(0, "jobB"), link(1, "jobB")
-    with pytest.raises(ChannelClosed, match="party 0 receives no corrections"):
-        l0._request({"type": "get", "seq": 1, "spec": MaskSpec((2,)).to_wire()})
+    with pytest.raises(ChannelClosed, match="party 0 receives nothing"):
+        l0._request({"type": "get", "addr": [1, 0, 0], "spec": TruncSpec((2,), 16).to_wire()})
     with pytest.raises(ChannelClosed, match="bad material spec"):
-        l1._request({"type": "get", "seq": 1, "spec": {"kind": "cmp", "n": 10**12, "bits": 64,
-                                                                "block": 4, "fan_in": 4}})
+        l1._request({"type": "get", "addr": [1, 0, 0], "spec": {"kind": "cmp", "n": 10**12, "bits": 64,
+                                                                 "block": 4, "fan_in": 4}})
     with pytest.raises(ChannelClosed, match="bad material spec"):
-        l1._request({"type": "get", "seq": 1, "spec": {"kind": "nope"}})
+        l1._request({"type": "get", "addr": [1, 0, 0], "spec": {"kind": "nope"}})
+    with pytest.raises(ChannelClosed, match="out of range"):
+        l1._request({"type": "get", "addr": [-1, 0, 0], "spec": TruncSpec((2,), 16).to_wire()})
     with pytest.raises(ChannelClosed, match="unknown job instance"):
-        RemoteDealerLink.corrections(link(1, "never-opened"), 3, MaskSpec((2,)))
+        link(1, "never-opened").item(Addr(3, 0, 0), TruncSpec((2,), 16))
     with pytest.raises(ChannelClosed, match="test seeds"):
         svc.cfg = type(svc.cfg)(**{**svc.cfg.__dict__, "dealer": type(svc.cfg.dealer)(
             **{**svc.cfg.dealer.__dict__, "allow_test_seed": False})})
@@ -196,3 +192,38 @@ def test_same_name_new_nonce_new_seeds_and_released_instance_never_served(dealer
     # only the live instance (n2) holds keys on disk; the ended one left a keyless tombstone
     assert [p.stem for p in (data / "instances").iterdir()] == [svc.instances.get("weekly", n2).iid]
     assert len(list((data / "ended").iterdir())) == 1
+
+
+def test_dealer_process_gives_either_party_its_fields_per_item_and_per_run(dealer):
+    """A kind with a field for party 0 (an input mask it owns) reaches party 0 from the
+    dealer service, one item at a time and as a replayed run's blob; party 1 gets its
+    corrections the same way, and both equal what the in-process dealer computes."""
+    cfg, svc, link = dealer
+    l0, l1 = link(0, "jobP"), link(1, "jobP")
+    k0, k1 = open_both(l0, l1, seeds=(SEED, SEED))
+    core = DealerCore(k0, k1)
+    spec_in, spec_t = InputMaskSpec((6,), 0), TruncSpec((3, 2), 16)
+    got = l0.item(Addr(4, 0, 0), spec_in)
+    assert np.array_equal(got["r_clear"], core.item(0, Addr(4, 0, 0), spec_in)["r_clear"])
+    with pytest.raises(ChannelClosed, match="party 1 receives nothing"):
+        l1.item(Addr(4, 0, 0), spec_in)
+    plan = MaterialPlan([spec_in, spec_t])
+    for lk in (l0, l1):
+        lk.register(plan)
+    blobs = {}
+    for nonce in (7, 8):
+        for rank, lk in ((0, l0), (1, l1)):
+            lk.announce(nonce, [(nonce, plan), (nonce + 1, plan)])
+            blobs[rank, nonce] = lk.blob(nonce, plan)
+        want = core.step(nonce, plan)
+        assert np.array_equal(blobs[0, nonce], want[0]) and np.array_equal(blobs[1, nonce], want[1])
+    assert blobs[0, 7].shape == (6,) and blobs[1, 7].shape == (12,)
+    assert not np.array_equal(blobs[0, 7], blobs[0, 8])
+    # a run announced with one plan is never generated with another
+    other = MaterialPlan([TruncSpec((4,), 16)])
+    l1.register(other)
+    l1.announce(8, [(8, other)])
+    with pytest.raises(ChannelClosed, match="another plan"):
+        l1.blob(8, other)
+    l0.close()
+    l1.close()

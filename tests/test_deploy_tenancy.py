@@ -27,9 +27,7 @@ from ss_engine.net.wire import read_frames_file
 from ss_engine.net.zmq_channel import RpcError
 from ss_engine.owner import encode_images, encode_labels, share_arrays
 from ss_engine.party import PartyContext
-from ss_engine.preprocessing import SeededSource
-from ss_engine.preprocessing.expand import DealerCore
-from ss_engine.preprocessing.source import InProcessDealerLink
+from ss_engine.preprocessing import DealerCore, LocalDealer, SeededSource
 from ss_engine.prg import PRG
 from ss_engine.request import TrainRequest
 from ss_engine.sharing import share
@@ -61,10 +59,10 @@ def _shares(x, y, prg):
 def _replay(keys, params, xs, ys, job):
     """Both parties' run in-process with the dealer's keys of a deployed instance: the final
     shares (to check against the servers') and every value party 0 saw opened."""
-    core = DealerCore(*keys)
+    dealer = LocalDealer(DealerCore(*keys))
     ch0, ch1 = memory_channel_pair(60)
-    ctx = [PartyContext(0, ch0, SeededSource(0, keys[0], None), EngineConfig(fixed=FIXED)),
-           PartyContext(1, ch1, SeededSource(1, keys[1], InProcessDealerLink(core)), EngineConfig(fixed=FIXED))]
+    ctx = [PartyContext(0, ch0, SeededSource(0, keys[0], dealer.link(0)), EngineConfig(fixed=FIXED)),
+           PartyContext(1, ch1, SeededSource(1, keys[1], dealer.link(1)), EngineConfig(fixed=FIXED))]
     opened, inner = [], ch0.exchange
 
     def spy(arrays, label=""):

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ss_engine import kernels
-from ss_engine.preprocessing import (AndSpec, BitSpec, CmpSpec, DealerCore, InProcessDealerLink,
-                                     MaskSpec, ProductSpec, SeededSource, TruncSpec, spec_from_wire)
+from ss_engine.preprocessing import (AndSpec, BitSpec, CmpSpec, DealerCore, LocalDealer, MaskSpec,
+                                     ProductSpec, SeededSource, TruncSpec, spec_from_wire)
 from ss_engine.preprocessing.specs import AndTreeSpec
 from ss_engine.prg import SEED_BYTES
 
@@ -13,8 +13,8 @@ K0, K1 = bytes(range(SEED_BYTES)), bytes(range(1, SEED_BYTES + 1))
 
 
 def sources():
-    core = DealerCore(K0, K1)
-    return SeededSource(0, K0, None), SeededSource(1, K1, InProcessDealerLink(core))
+    dealer = LocalDealer(DealerCore(K0, K1))
+    return SeededSource(0, K0, dealer.link(0)), SeededSource(1, K1, dealer.link(1))
 
 
 def both(s0, s1, spec):
@@ -174,7 +174,7 @@ def test_dealer_is_stateless_and_reproducible():
     a0, _ = both(s0, s1, MaskSpec((3, 3)))
     spec = ProductSpec("mul", a0.ref("a"), a0.ref("a"), (3, 3))
     c0, c1 = both(s0, s1, spec)
-    again = DealerCore(K0, K1).corrections(c1.seq, spec)
+    again = DealerCore(K0, K1).corrections(c1.addr, spec)
     assert np.array_equal(again["c"], c1["c"])
 
 

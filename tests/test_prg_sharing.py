@@ -73,14 +73,23 @@ def test_one_share_is_independent_of_the_secret(secret):
 
 
 def test_counter_stream_is_aes_ctr_on_both_paths():
+    """Block b of the stream is AES_key(b): fills from any counter, long or short, whole
+    or partial last block, equal AES-CTR from that counter, and touch nothing around them."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     from ss_engine.prg import CounterStream
     key = bytes(range(SEED_BYTES))
     s = CounterStream(key)
-    n = CounterStream.SMALL + 100
-    ref = Cipher(algorithms.AES(key), modes.CTR((9 << 64).to_bytes(16, "big"))).encryptor().update(bytes(n))
-    assert s.keystream(9, n).tobytes() == ref                       # long path (CTR context)
-    for m in (0, 1, 15, 16, 17, CounterStream.SMALL):
-        assert s.keystream(9, m).tobytes() == ref[:m]                # short path (hand-made CTR)
-    assert s.keystream(10, 64).tobytes() != ref[:64]
+    n = 3 * CounterStream.SMALL + 100
+    for ctr in (9 << 64, (9 << 64) | 12345, (3 << 64) | (1 << 63)):
+        ref = Cipher(algorithms.AES(key), modes.CTR(ctr.to_bytes(16, "big"))).encryptor().update(bytes(n))
+        for m in (0, 1, 15, 16, 17, 1000, CounterStream.SMALL, CounterStream.SMALL + 1, n):
+            assert s.keystream(ctr, m).tobytes() == ref[:m], (ctr, m)   # both paths
+        for lo, hi in ((5, 38), (3, 3 + CounterStream.SMALL + 7)):
+            buf = np.full(hi + 40, 7, np.uint8)
+            s.fill(ctr, buf, lo, hi)
+            assert buf[lo:hi].tobytes() == ref[:hi - lo]
+            assert (buf[:lo] == 7).all() and (buf[hi:] == 7).all()
+    assert s.keystream(10 << 64, 64).tobytes() != s.keystream(9 << 64, 64).tobytes()
+    with pytest.raises(ValueError, match="leave its nonce"):
+        s.keystream((1 << 64) - 1, 32)          # would carry into the next nonce

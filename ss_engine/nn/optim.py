@@ -87,6 +87,12 @@ class SGD(_Tasks):
         """Whether an update may take gradients at 2f fractional bits (module doc)."""
         return 2 * int(frac_bits) + self.const_bits <= 62 - RAW_GRAD_HEADROOM_BITS
 
+    def schedule_key(self, step: int) -> tuple:
+        """What step ``step``'s schedule depends on besides the batch (a plan key's part):
+        nothing; the constants change values, never shifts or shapes (a first step without
+        velocity only skips a local term)."""
+        return ()
+
     def begin_step(self, batch_size: int, lr: float | None = None) -> None:
         """Fix this step's public constants (learning rate, momentum ratio, batch size)."""
         lr = self.lr if lr is None else float(lr)
@@ -224,6 +230,13 @@ class Adam(_Tasks):
             return a, 0, 0
         bits = SUM_BOUND_BITS - 1 - f_v - math.ceil(math.log2(self.V_MAX * frac))
         return a, round(frac * 2.0 ** bits), bits
+
+    def schedule_key(self, step: int) -> tuple:
+        """What step ``step``'s schedule depends on besides the batch (a plan key's part):
+        its count t, for the truncations' shifts follow the bias corrections (the
+        normalisation's coefficient, ``rsqrt_times_s``) and the first step has no v yet; so
+        Adam's steps are each a plan of their own, fetched item by item."""
+        return ("adam", int(step) + 1)
 
     def _shift(self, t: int) -> int:
         return round(math.log2(1.0 / (1.0 - self.betas[1] ** t)))

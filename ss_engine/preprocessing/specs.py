@@ -5,19 +5,24 @@ Each spec declares
     the dealer learns the secret by expanding both seeds.  These cost no dealer bytes.
   * ``corrected_fields``: party 0 expands its share from its seed too; party 1 receives a
     *correction* from the dealer (secret minus party 0's share, or XOR for bit words).
-  * ``compute(values, prg, resolve)``: the dealer's pure function from the secret values of
-    the random fields to the secret values of the corrected fields.
+  * ``dealt_fields(rank)``: values the dealer computes and sends whole to party ``rank``,
+    for material no seed can compress (function-secret-sharing keys, a mask one party must
+    know in the clear: ``InputMaskSpec``).  None for today's protocols, so party 0 hears
+    nothing from the dealer.
+  * ``compute(values, resolve)``: the dealer's pure function from the secret values of the
+    random fields to the secret values of the corrected fields and the dealt values.
 
 This is the seed compression the issue asks for: the dealer sends real data only for
-corrected fields and only to party 1.  One generic expander (``expand.py``) serves both
-parties and the dealer, so their streams cannot drift apart.
+corrected and dealt fields.  One generic expander (``expand.py``) serves both parties and
+the dealer, so their streams cannot drift apart.  An item lives at an ``Addr`` in its
+run's keystream (``plan.py`` lays runs out).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -27,8 +32,9 @@ from . import circuits
 from .bilinear import BILINEAR_OPS, apply_bilinear
 
 __all__ = [
-    "Field", "ItemRef", "MaterialSpec", "MaskSpec", "ProductSpec", "TruncSpec", "CmpSpec",
-    "AndTreeSpec", "AndSpec", "BitSpec", "spec_from_wire", "words_for", "shift_spec",
+    "Field", "Addr", "ItemRef", "MaterialSpec", "MaskSpec", "ProductSpec", "TruncSpec", "CmpSpec",
+    "AndTreeSpec", "AndSpec", "BitSpec", "InputMaskSpec", "spec_from_wire", "words_for", "relative_spec",
+    "received_fields", "RELATIVE",
 ]
 
 RING, WORDS = "ring", "words"
@@ -50,16 +56,33 @@ class Field:
         return 8 * math.prod(self.shape)
 
 
+#: the nonce of an address relative to the run that holds it (``relative_spec``)
+RELATIVE = -1
+
+
+class Addr(NamedTuple):
+    """Where an item's keystream lies: in run ``nonce``, at block ``r`` of the run's region of
+    random fields and block ``c`` of its region of party 0's corrected shares
+    (``plan.region_counter``).  ``nonce`` is ``RELATIVE`` in a plan: "this run"."""
+
+    nonce: int
+    r: int
+    c: int
+
+    def to_wire(self) -> list:
+        return [self.nonce, self.r, self.c]
+
+
 @dataclass(frozen=True)
 class ItemRef:
     """An earlier item's field, used as an operand of a product (mask reuse)."""
 
-    seq: int
+    addr: Addr
     spec: "MaterialSpec"
     field: str
 
     def to_wire(self) -> dict:
-        return {"seq": self.seq, "spec": self.spec.to_wire(), "field": self.field}
+        return {"addr": self.addr.to_wire(), "spec": self.spec.to_wire(), "field": self.field}
 
 
 class MaterialSpec:
@@ -71,16 +94,20 @@ class MaterialSpec:
     def corrected_fields(self) -> tuple[Field, ...]:
         return ()
 
+    def dealt_fields(self, rank: int) -> tuple[Field, ...]:
+        return ()
+
     def compute(self, values: Mapping[str, np.ndarray], resolve: Callable[[ItemRef], np.ndarray]
                 ) -> dict[str, np.ndarray]:
         return {}
 
     def dealer_bytes(self) -> int:
-        return sum(f.nbytes for f in self.corrected_fields())
+        return sum(f.nbytes for r in (0, 1) for f in received_fields(self, r))
 
     def uncompressed_bytes(self) -> int:
         """What a dealer without seeds would send: both parties' shares of every field."""
-        return 2 * sum(f.nbytes for f in self.random_fields() + self.corrected_fields())
+        return 2 * sum(f.nbytes for f in self.random_fields() + self.corrected_fields()) + \
+            sum(f.nbytes for r in (0, 1) for f in self.dealt_fields(r))
 
     def to_wire(self) -> dict:
         raise NotImplementedError
@@ -299,23 +326,57 @@ class BitSpec(MaterialSpec):
         return {"kind": self.kind, "n": self.n}
 
 
-def shift_spec(spec: MaterialSpec, delta: int, since: int) -> MaterialSpec:
-    """The spec one period later: every ItemRef to a seq >= ``since`` moves by ``delta``.
+@dataclass(frozen=True)
+class InputMaskSpec(MaterialSpec):
+    """A mask r, additively shared, that party ``owner`` also receives in the clear: with it
+    the owner inputs a private x into the shared domain by sending x - r (one one-way
+    message; SPDZ's input preprocessing).  The dealer sends r to the owner: material for
+    party 0 whenever ``owner`` is 0."""
 
-    A training step requests the same specs every step; only references to items of the
-    same step (mask reuse) move with it.  Dealers use this to generate a step ahead.
-    """
+    shape: tuple
+    owner: int
+    kind = "input_mask"
+
+    def random_fields(self):
+        return (Field("r", self.shape, RING),)
+
+    def dealt_fields(self, rank):
+        return (Field("r_clear", self.shape, RING),) if rank == self.owner else ()
+
+    def compute(self, values, resolve):
+        return {"r_clear": values["r"]}
+
+    def to_wire(self):
+        return {"kind": self.kind, "shape": list(self.shape), "owner": self.owner}
+
+
+def received_fields(spec: MaterialSpec, rank: int) -> tuple[Field, ...]:
+    """What party ``rank`` receives from the dealer for ``spec``: party 1 the corrections
+    of the corrected fields, either party the fields dealt to it."""
+    return (spec.corrected_fields() if rank == 1 else ()) + spec.dealt_fields(rank)
+
+
+def relative_spec(spec: MaterialSpec, nonce: int) -> MaterialSpec:
+    """``spec`` with every reference to an item of run ``nonce`` made relative (its nonce
+    ``RELATIVE``): the form a plan keeps, the same whichever run recorded it.  References to
+    earlier runs' items stay absolute."""
     changes = {}
     for f in dataclasses.fields(spec):
         v = getattr(spec, f.name)
-        if isinstance(v, ItemRef):
-            changes[f.name] = ItemRef(v.seq + delta if v.seq >= since else v.seq,
-                                      shift_spec(v.spec, delta, since), v.field)
+        if isinstance(v, ItemRef) and v.addr.nonce == nonce:
+            changes[f.name] = ItemRef(Addr(RELATIVE, v.addr.r, v.addr.c),
+                                      relative_spec(v.spec, nonce), v.field)
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
+def _addr_from_wire(v) -> Addr:
+    if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(isinstance(x, int) for x in v):
+        raise ValueError("an item address is [nonce, r, c]")
+    return Addr(int(v[0]), int(v[1]), int(v[2]))
+
+
 def _ref_from_wire(d) -> ItemRef:
-    return ItemRef(int(d["seq"]), spec_from_wire(d["spec"]), str(d["field"]))
+    return ItemRef(_addr_from_wire(d["addr"]), spec_from_wire(d["spec"]), str(d["field"]))
 
 
 def spec_from_wire(d) -> MaterialSpec:
@@ -343,6 +404,11 @@ def spec_from_wire(d) -> MaterialSpec:
             return AndSpec(_shape(d["shape"]), int(d["fan_out"]))
         if kind == "bit":
             return BitSpec(int(d["n"]))
+        if kind == "input_mask":
+            owner = int(d["owner"])
+            if owner not in (0, 1):
+                raise ValueError("an input mask's owner is party 0 or 1")
+            return InputMaskSpec(_shape(d["shape"]), owner)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed {kind!r} spec: {exc}") from None
     raise ValueError(f"unknown material kind {kind!r}")

@@ -20,14 +20,19 @@ it depends on exists (as soon as possible, i.e. merged by dependency depth, what
 compiler merger and SPU's vectoriser do), and no protocol or layer names rounds or defers
 openings by hand.  Tasks run in a fixed order (spawn order, then request order), and
 nothing in the scheduler looks at a value, so both parties issue the same requests and fetch
-the same material in the same order (their sequence numbers agree) and no branch depends on
+the same material in the same order (their item addresses agree) and no branch depends on
 a secret.
 
-The *plan* of a run (``StepPlan``): every round's message layout (request kind, label,
-target and the dtype and shape of every array) and every material item fetched, with the
-number of items fetched before each round.  A training step's plan is the same every step
-(``tests/test_schedule.py`` records two consecutive steps and compares them), which is what
-a trace-once / replay engine and a dealer that works ahead rely on.
+A run may name its *key*: a public description of its shape (a training step's batch rows
+and whether it reports the loss).  The party's material source then records the first run
+of a key and replays the later ones (``preprocessing.source``): one keystream fill per
+run, one dealer blob, no per-item work beyond a check against the plan.
+
+The *plan* of a run as observed (``StepPlan``): every round's message layout (request kind,
+label, target and the dtype and shape of every array) and every material item fetched,
+with the number of items fetched before each round.  A training step's plan is the same
+every step (``tests/test_schedule.py`` records two consecutive steps and compares them):
+what the replay relies on.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from typing import Any, Generator, Sequence
 import numpy as np
 
 from ..party import PartyContext
-from ..preprocessing.specs import shift_spec
+from ..preprocessing.specs import relative_spec
 
 __all__ = ["OpenRing", "OpenWords", "Reveal", "Spawn", "Join", "Task", "open_ring", "open_xor",
            "reveal_to", "spawn", "join", "gather", "resolve", "Scheduler", "run", "StepPlan",
@@ -189,16 +194,16 @@ class StepPlan:
     """What one run (a training step) did, in order: its rounds and its material items."""
 
     rounds: list[RoundLayout] = field(default_factory=list)
-    material: list[tuple] = field(default_factory=list)   # (seq, MaterialSpec)
+    material: list[tuple] = field(default_factory=list)   # (Addr, MaterialSpec)
 
     def normalized(self) -> tuple:
-        """The plan with sequence numbers counted from the run's first item, so plans of
-        two steps compare equal exactly when they did the same thing."""
+        """The plan with addresses relative to the run, so plans of two steps compare equal
+        exactly when they did the same thing."""
         if not self.material:
             return (tuple(self.rounds), ())
-        base = self.material[0][0]
+        nonce = self.material[0][0].nonce
         return (tuple(self.rounds),
-                tuple((seq - base, shift_spec(spec, -base, base)) for seq, spec in self.material))
+                tuple(((a.r, a.c), relative_spec(spec, nonce)) for a, spec in self.material))
 
     @property
     def bytes_sent(self) -> dict[int, int]:
@@ -218,19 +223,25 @@ class StepPlan:
 class Scheduler:
     """Runs coroutines for one party, one channel message per direction per round."""
 
-    def __init__(self, ctx: PartyContext, plan: StepPlan | None = None) -> None:
-        self.ctx, self.plan = ctx, plan
+    def __init__(self, ctx: PartyContext, plan: StepPlan | None = None, key=None) -> None:
+        self.ctx, self.plan, self.key = ctx, plan, key
 
     def run(self, main: Coroutine):
-        """Drive ``main`` and every task it spawns to completion; return main's result."""
-        plan = self.plan
+        """Drive ``main`` and every task it spawns to completion, as one run of the source
+        (keyed ``key``); return main's result."""
+        plan, source = self.plan, self.ctx.source
         if plan is not None:
-            self.ctx.source.record(plan.material)
+            source.record(plan.material)
+        source.begin(self.key)
+        ok = False
         try:
-            return self._run(main)
+            result = self._run(main)
+            ok = True
+            return result
         finally:
+            source.end(ok)
             if plan is not None:
-                self.ctx.source.record(None)
+                source.record(None)
 
     def _run(self, main: Coroutine):
         root = Task(main)
@@ -331,8 +342,9 @@ class Scheduler:
         return replies
 
 
-def run(ctx: PartyContext, value, plan: StepPlan | None = None):
-    """The result of ``value``: driven by a scheduler if it is a coroutine, else itself."""
+def run(ctx: PartyContext, value, plan: StepPlan | None = None, key=None):
+    """The result of ``value``: driven by a scheduler (one run of the party's source, keyed
+    ``key``: see the module doc) if it is a coroutine, else itself."""
     if isinstance(value, GeneratorType):
-        return Scheduler(ctx, plan).run(value)
+        return Scheduler(ctx, plan, key).run(value)
     return value
