@@ -147,14 +147,20 @@ def breakdown(model: str = "network-a", batch_size: int = 128, warm: int = 1, st
         rows = rec.rows(steps)
         for r in rows:
             r["phase"] = SELF_NAMES.get(r["phase"], r["phase"])
+        # what a step does outside its phases: the run's start (a replayed run's keystream
+        # fill and its dealer blob) and the loop's batch gathering
+        begin_wait = (mk["dealer_end"][1] - mk["dealer"][1]) / steps - sum(r["dealer_wait"] for r in rows)
+        gap = max(0.0, wall - sum(r["wall"] for r in rows))
+        rows.append({**dict.fromkeys(FIELDS, 0.0), "phase": "between steps: run start, batch",
+                     "wall": gap, "dealer_wait": min(gap, max(0.0, begin_wait)),
+                     "compute": gap - min(gap, max(0.0, begin_wait))})
         parties.append({
             "rank": ctx.rank, "step_seconds": wall,
             "phases": rows,
             "phases_total": {f: sum(r[f] for r in rows) for f in FIELDS + ("compute",)},
             "bytes_sent_per_step": d.bytes_sent / steps, "rounds_per_step": d.rounds / steps,
             "dealer_bytes_per_step": (mk["dealer_end"][0] - mk["dealer"][0]) / steps,
-            "run_begin_dealer_wait_seconds": (mk["dealer_end"][1] - mk["dealer"][1]) / steps
-            - sum(r["dealer_wait"] for r in rows),
+            "run_begin_dealer_wait_seconds": begin_wait,
             "by_label": {k: {"rounds": v[0] / steps, "bytes": v[1] / steps,
                              "peer_wait_seconds": (ctx.channel.wait_by_label.get(k, 0.0)
                                                    - mk["wait"].get(k, 0.0)) / steps}

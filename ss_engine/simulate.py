@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from .comm.memory import memory_channel_pair
 from .config import EngineConfig
 from .encoding import encode
+from .kernels import serial_kernels
 from .party import PartyContext
 from .preprocessing.expand import DealerCore
 from .preprocessing.local_dealer import LocalDealer
@@ -35,18 +37,21 @@ class LocalRuntime:
 
     ``seed`` (tests only) makes dealer keys and input sharing reproducible; by default every
     key comes from os.urandom.  The dealer generates replayed runs up to ``window`` runs
-    ahead of the parties in a thread of its own (``preprocessing.local_dealer``).
+    ahead of the parties in a thread of its own (``preprocessing.local_dealer``).  The
+    three threads run serial kernels unless ``parallel_kernels``: together they already
+    keep two cores busy (measured: network-a steps 10-30% faster, less CPU).
     """
 
     def __init__(self, config: EngineConfig | None = None, seed: bytes | None = None,
-                 timeout: float = 600.0, window: int = 2):
+                 timeout: float = 600.0, window: int = 2, parallel_kernels: bool = False):
         self.config = config or EngineConfig()
         if seed is None:
             k0, k1, kin = (os.urandom(SEED_BYTES) for _ in range(3))
         else:
             k0, k1, kin = (derive_seed(seed, lab) for lab in ("party0", "party1", "input"))
         self.dealer = DealerCore(k0, k1)
-        self.local_dealer = LocalDealer(self.dealer, window)
+        self.parallel_kernels = bool(parallel_kernels)
+        self.local_dealer = LocalDealer(self.dealer, window, serial=not parallel_kernels)
         ch0, ch1 = memory_channel_pair(timeout)
         self.contexts = (
             PartyContext(0, ch0, SeededSource(0, k0, self.local_dealer.link(0)), self.config),
@@ -73,7 +78,8 @@ class LocalRuntime:
         def body(rank: int, args: tuple) -> None:
             ctx = self.contexts[rank]
             try:
-                results[rank] = run_coroutine(ctx, fn(ctx, *args, **kwargs))
+                with nullcontext() if self.parallel_kernels else serial_kernels():
+                    results[rank] = run_coroutine(ctx, fn(ctx, *args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
                 errors[rank] = exc
                 ctx.channel.close()  # unblock the peer instead of letting it hang

@@ -64,6 +64,22 @@ def moment2_key(name: str) -> str:
     return f"{name}/v"
 
 
+class _BatchBuffers:
+    """A step's batch of shares gathered into one of two buffers per array and batch size,
+    alternating by step (a step's batch is only read during the step): no fresh copy of the
+    data set's rows per step."""
+
+    def __init__(self) -> None:
+        self._bufs: dict = {}
+
+    def take(self, data: np.ndarray, idx: np.ndarray, step: int) -> np.ndarray:
+        shape = (len(idx),) + data.shape[1:]
+        pair = self._bufs.get((id(data), shape))
+        if pair is None:
+            pair = self._bufs[(id(data), shape)] = [np.empty(shape, data.dtype) for _ in range(2)]
+        return np.take(data, idx, axis=0, out=pair[step % 2], mode="clip")  # ("raise" buffers)
+
+
 def _inputs(model: ModelDescription, xb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(xb.reshape((xb.shape[0],) + model.input_shape))
 
@@ -129,6 +145,7 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
     spe = steps_per_epoch(n, job.batch_size)
     total = job.epochs * spe if stop_at_step is None else min(stop_at_step, job.epochs * spe)
     order, order_epoch = None, -1
+    batches = _BatchBuffers()
 
     def key(s: int) -> tuple:
         rows = min(job.batch_size, n - (s % spe) * job.batch_size)
@@ -139,8 +156,8 @@ def train_party(ctx: PartyContext, x_share: np.ndarray, y_share: np.ndarray, job
         if epoch != order_epoch:
             order, order_epoch = batch_order(n, job.shuffle_seed, epoch), epoch
         idx = order[i * job.batch_size:(i + 1) * job.batch_size]
-        x = SharedTensor(ctx, _inputs(job.model, x_share[idx]))
-        y = SharedTensor(ctx, np.ascontiguousarray(y_share[idx]))
+        x = SharedTensor(ctx, _inputs(job.model, batches.take(x_share, idx, step)))
+        y = SharedTensor(ctx, batches.take(y_share, idx, step))
         k = key(step)
         lr = job.lr_at(epoch)
         ctx.source.expect([key(s) for s in range(step + 1, min(total, step + 1 + LOOKAHEAD))])

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ss_engine import kernels as K
-from ss_engine.kernels import _runtime, bits as kbits, conv as kconv, gf2 as kgf2, matmul as kmatmul
-from ss_engine.kernels import select as kselect, steps as ksteps, trunc as ktrunc
+from ss_engine.kernels import _runtime, bits as kbits, conv as kconv, forms as kforms, gf2 as kgf2
+from ss_engine.kernels import matmul as kmatmul, select as kselect, steps as ksteps, trunc as ktrunc
 from ss_engine.preprocessing import circuits
 
 I64_MIN, I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -70,8 +70,24 @@ def test_matmul_drivers_both_paths(driver, m, k, n, batch):
     a = rng.integers(I64_MIN, I64_MAX, (batch, m, k), dtype=np.int64, endpoint=True)
     b = rng.integers(I64_MIN, I64_MAX, (batch, k, n), dtype=np.int64, endpoint=True)
     c = np.empty((batch, m, n), dtype=np.int64)
-    driver(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), c)
+    driver(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), c, np.int64(0))
     np.testing.assert_array_equal(c, a @ b)
+    driver(a, np.ascontiguousarray(np.swapaxes(b, 1, 2)), c, np.int64(1))   # c += a @ b
+    np.testing.assert_array_equal(c, 2 * (a @ b))
+
+
+@given(data=st.data(), m=dims, k=st.integers(1, 130), n=dims, accumulate=st.booleans())
+def test_ring_matmul_bt_matches_numpy(data, m, k, n, accumulate):
+    """The kernel's own layout (right operand transposed), into an output it may add to."""
+    a, bt = ring_array(data, (m, k), "a"), ring_array(data, (n, k), "bt")
+    base = ring_array(data, (m, n), "out")
+    got, want = base.copy(), base.copy()
+    K.ring_matmul_bt(a, bt, got, accumulate)
+    K.ring_matmul_bt_np(a, bt, want, accumulate)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(K.ring_matmul_bt(a, bt), a @ bt.T)
+    with pytest.raises(ValueError):
+        K.ring_matmul_bt(a, np.asfortranarray(bt) if n > 1 and k > 1 else bt[:, :0])
 
 
 def test_ring_matmul_wraps_mod_2_64():
@@ -541,12 +557,12 @@ def test_every_kernel_has_a_numpy_twin_with_the_same_signature():
 
 def test_numba_functions_are_cached_and_entry_points_release_the_gil():
     found = 0
-    for mod in (kmatmul, kconv, kbits, kgf2, kselect, ktrunc, ksteps):
+    for mod in (kmatmul, kconv, kbits, kgf2, kselect, ktrunc, ksteps, kforms):
         for name, obj in vars(mod).items():
             if isinstance(obj, numba.core.registry.CPUDispatcher):
                 found += 1
                 assert type(obj._cache).__name__ == "FunctionCache", f"{mod.__name__}.{name}"
-                if name.endswith(("_par", "_ser")) or mod in (ktrunc, ksteps):
+                if name.endswith(("_par", "_ser")) or mod in (ktrunc, ksteps, kforms):
                     assert obj.targetoptions.get("nogil") is True, name
                     assert bool(obj.targetoptions.get("parallel")) == name.endswith("_par"), name
     assert found >= 20
@@ -605,3 +621,27 @@ def test_step_kernels_match_numpy(data, n, j, t):
         K.step_share(e, d[:0], rho, v0, True)
     with pytest.raises(TypeError):
         K.step_share(e.astype(np.int32), d, rho, v0, True)
+
+
+@HYP
+@given(st.data(), st.integers(0, 300), st.integers(1, 61), st.booleans(), st.booleans())
+def test_truncation_form_kernels_match_numpy(data, n, f, with_public, scalar_g):
+    """public, coeff, share and the product with a one-term form: kernels equal their twins
+    bit for bit on full-range values, the ring's special values and the bound's edges."""
+    edge = np.array([2**62, -2**62, 2**62 - 1, 1 << f, -(1 << f)], np.int64)
+    c = np.concatenate([ring_array(data, (n,), "c"), SPECIAL, edge])
+    m, h, q, v, wm, wh = (ring_array(data, c.shape, lab) for lab in "mhqvwu")
+    g = ring_array(data, (1,) if scalar_g else c.shape, "g")
+    for fast, slow in ((K.trunc_public, K.trunc_public_np), (K.trunc_coeff, K.trunc_coeff_np)):
+        np.testing.assert_array_equal(fast(c, f), slow(c, f))
+    np.testing.assert_array_equal(K.trunc_share(c, f, m, h, with_public), K.trunc_share_np(c, f, m, h, with_public))
+    np.testing.assert_array_equal(K.trunc_form_mul(c, f, m, h, q, g, v, wm, wh, with_public),
+                                  K.trunc_form_mul_np(c, f, m, h, q, g, v, wm, wh, with_public))
+    # the twins agree with the older two-output kernel
+    pub, coeff = K.trunc_open_parts_np(c, f)
+    np.testing.assert_array_equal(K.trunc_public_np(c, f), pub)
+    np.testing.assert_array_equal(K.trunc_coeff_np(c, f), coeff)
+    with pytest.raises(ValueError):
+        K.trunc_share(c, f, m[:-1], h, True)
+    with pytest.raises(TypeError):
+        K.trunc_public(c.astype(np.float64), f)

@@ -109,3 +109,43 @@ def test_bit_mul_gives_form_mul_shares_from_the_same_items(n, w, data):
     b = (z >= 0).astype(np.int64)
     assert np.array_equal(y0 + y1, y * b[:, None])
     assert set(np.unique((t0 + t1) - (z >> 16) * b)) <= {0, 1}
+
+
+def test_fused_truncation_products_equal_the_generic_form_mul():
+    """form_mul of a truncation form and a one-term form runs as one kernel; it equals the
+    generic rule applied to the same forms' public parts and terms, on both parties, and asks
+    the dealer for the same products in the same order."""
+    from ss_engine.protocols.forms import FormTerm, LinearForm, TruncForm, form_mul
+    from ss_engine.protocols.truncation import trunc_open_many
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(1 << 40), 1 << 40, 60)
+    bit = rng.integers(0, 2, 60)
+
+    def body(ctx, xs, bs):
+        (t,) = yield from trunc_open_many(ctx, [xs], 16)
+        (mo,) = yield from P.mask_and_open(ctx, [bs])
+        trunc, masked = LinearForm.of_trunc(t), LinearForm.of_masked(mo)
+        assert isinstance(trunc, TruncForm)
+        generic = LinearForm(trunc.public, trunc.terms)   # the same form, without the kernel
+        log = []
+        ctx.source.record(log)
+        fused = [form_mul(ctx, trunc, masked), form_mul(ctx, masked, trunc)]
+        fused_specs = [s for _, s in log]
+        del log[:]
+        plain = [form_mul(ctx, generic, masked), form_mul(ctx, masked, generic)]
+        assert [type(s) for s in fused_specs] == [type(s) for _, s in log]
+        assert [(s.left.field, s.right.field) for s in fused_specs] == [(s.left.field, s.right.field)
+                                                                         for _, s in log]
+        ctx.source.record(None)
+        return fused, plain, trunc.share(ctx.rank), generic.share(ctx.rank)
+
+    rt = make_runtime()
+    (f0, p0, s0, g0), (f1, p1, s1, g1) = rt.run_same(body, rt.share_ring(x), rt.share_ring(bit))
+    assert np.array_equal(s0, g0) and np.array_equal(s1, g1)
+    for a, b in ((f0[0] + f1[0], p0[0] + p1[0]), (f0[1] + f1[1], p0[1] + p1[1])):
+        # the two rules used different dealer products (fresh items) of the same values
+        assert np.array_equal(a, b)
+    t = (s0 + s1)
+    assert set(np.unique(t - (x >> 16))) <= {0, 1}
+    assert np.array_equal(f0[0] + f1[0], t * bit)

@@ -60,13 +60,14 @@ class ChannelStats:
 
 
 def validate_arrays(arrays) -> list[np.ndarray]:
+    """The arrays, each a C-contiguous ndarray of an allowed dtype (TypeError otherwise)."""
     out = []
     for a in arrays:
-        if not isinstance(a, np.ndarray):
+        if type(a) is not np.ndarray and not isinstance(a, np.ndarray):
             raise TypeError(f"channel payloads must be numpy arrays, got {type(a).__name__}")
         if a.dtype not in _ALLOWED:
             raise TypeError(f"dtype {a.dtype} may not cross a channel")
-        out.append(np.ascontiguousarray(a))
+        out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
     return out
 
 
@@ -90,20 +91,24 @@ class Channel(ABC):
     def _count(self, label: str, sent: int, received: int) -> None:
         s = self.stats
         s.rounds += 1
-        prev = s.by_label.get(label, (0, 0))
-        s.by_label[label] = (prev[0] + 1, prev[1] + sent)
+        prev = s.by_label.get(label)
+        s.by_label[label] = (1, sent) if prev is None else (prev[0] + 1, prev[1] + sent)
 
     def exchange(self, arrays, label: str = "") -> list[np.ndarray]:
         """Send ``arrays`` and receive the peer's arrays of the same round (one round)."""
         arrays = validate_arrays(arrays)
-        nbytes = sum(a.nbytes for a in arrays)
+        nbytes = 0
+        for a in arrays:
+            nbytes += a.nbytes
         self._send(arrays)
-        self.stats.bytes_sent += nbytes
-        self.stats.messages_sent += 1
+        st = self.stats
+        st.bytes_sent += nbytes
+        st.messages_sent += 1
         t0 = time.perf_counter()
         got = self._recv()
-        self.stats.wait_seconds += time.perf_counter() - t0
-        self.stats.bytes_received += sum(a.nbytes for a in got)
+        st.wait_seconds += time.perf_counter() - t0
+        for a in got:
+            st.bytes_received += a.nbytes
         self._count(label, nbytes, 0)
         return got
 

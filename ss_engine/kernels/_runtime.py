@@ -58,7 +58,7 @@ from typing import Iterator
 
 import numba
 
-__all__ = ["KernelRuntimeInfo", "runtime_info", "parallel_slot", "NUM_THREADS_ENV"]
+__all__ = ["KernelRuntimeInfo", "runtime_info", "parallel_slot", "serial_kernels", "NUM_THREADS_ENV"]
 
 NUM_THREADS_ENV = "SS_ENGINE_NUM_THREADS"
 
@@ -168,7 +168,7 @@ class _Scheduler:
     @contextmanager
     def slot(self, work: int) -> Iterator[bool]:
         """Yield True if the caller should run the parallel kernel, False for the serial one."""
-        if work < self.min_work or not self.parallel_enabled:
+        if work < self.min_work or not self.parallel_enabled or getattr(self._tls, "serial", False):
             yield False
             return
         with self._lock:
@@ -196,6 +196,20 @@ def parallel_slot(work: int):
     """``with parallel_slot(work) as par:`` run the parallel kernel if ``par`` else the serial
     twin.  ``work`` counts multiply-add-like steps of the call (see module doc)."""
     return _SCHEDULER.slot(work)
+
+
+@contextmanager
+def serial_kernels() -> Iterator[None]:
+    """Within the block, this thread's kernel calls run their serial twins.  For threads that
+    already keep every core busy together (the local runtime's two parties and its dealer:
+    measured here, a thread team then only waits for a busy core)."""
+    tls = _SCHEDULER._tls
+    before = getattr(tls, "serial", False)
+    tls.serial = True
+    try:
+        yield
+    finally:
+        tls.serial = before
 
 
 def runtime_info() -> KernelRuntimeInfo:

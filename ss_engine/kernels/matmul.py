@@ -31,7 +31,9 @@ shape                  numpy @    kernel 2 thr.    kernel 1 thr.    f64 BLAS @  
 
 Public API: :func:`ring_matmul` (2-D), :func:`ring_matmul_batched` (3-D, a 2-D operand
 broadcasts), :func:`ring_matmul_any` (``np.matmul`` semantics: 1-D operands, any number of
-broadcast leading axes, any strides).  Twins: ``*_np`` (plain ``np.matmul`` on int64, which
+broadcast leading axes, any strides), :func:`ring_matmul_bt` (the kernel's own layout: the
+right operand given transposed, into an output it may add to: a Beaver product's two terms
+land in one array with no copies).  Twins: ``*_np`` (plain ``np.matmul`` on int64, which
 wraps silently), bit-for-bit equal.
 """
 from __future__ import annotations
@@ -41,20 +43,21 @@ from numba import njit, prange
 
 from ._runtime import parallel_slot
 
-__all__ = ["ring_matmul", "ring_matmul_batched", "ring_matmul_any",
-           "ring_matmul_np", "ring_matmul_batched_np", "ring_matmul_any_np"]
+__all__ = ["ring_matmul", "ring_matmul_batched", "ring_matmul_any", "ring_matmul_bt",
+           "ring_matmul_np", "ring_matmul_batched_np", "ring_matmul_any_np", "ring_matmul_bt_np"]
 
 # --------------------------------------------------------------------------- micro-kernels
 # Each computes a small block of c = a @ bt.T from full rows of a (m, k) and bt (n, k).
 
 
 @njit(cache=True)
-def _block_4x4(a, bt, c, i, j):
+def _block_4x4(a, bt, c, i, j, acc):
+    # acc = 1 adds to what c holds, 0 overwrites it
     k = a.shape[1]
-    s00 = s01 = s02 = s03 = np.int64(0)
-    s10 = s11 = s12 = s13 = np.int64(0)
-    s20 = s21 = s22 = s23 = np.int64(0)
-    s30 = s31 = s32 = s33 = np.int64(0)
+    s00, s01, s02, s03 = c[i, j] * acc, c[i, j + 1] * acc, c[i, j + 2] * acc, c[i, j + 3] * acc
+    s10, s11, s12, s13 = c[i + 1, j] * acc, c[i + 1, j + 1] * acc, c[i + 1, j + 2] * acc, c[i + 1, j + 3] * acc
+    s20, s21, s22, s23 = c[i + 2, j] * acc, c[i + 2, j + 1] * acc, c[i + 2, j + 2] * acc, c[i + 2, j + 3] * acc
+    s30, s31, s32, s33 = c[i + 3, j] * acc, c[i + 3, j + 1] * acc, c[i + 3, j + 2] * acc, c[i + 3, j + 3] * acc
     for p in range(k):
         a0 = a[i, p]
         a1 = a[i + 1, p]
@@ -99,9 +102,9 @@ def _block_4x4(a, bt, c, i, j):
 
 
 @njit(cache=True)
-def _block_4x1(a, bt, c, i, j):
+def _block_4x1(a, bt, c, i, j, acc):
     k = a.shape[1]
-    s0 = s1 = s2 = s3 = np.int64(0)
+    s0, s1, s2, s3 = c[i, j] * acc, c[i + 1, j] * acc, c[i + 2, j] * acc, c[i + 3, j] * acc
     for p in range(k):
         b = bt[j, p]
         s0 += a[i, p] * b
@@ -115,9 +118,9 @@ def _block_4x1(a, bt, c, i, j):
 
 
 @njit(cache=True)
-def _block_1x4(a, bt, c, i, j):
+def _block_1x4(a, bt, c, i, j, acc):
     k = a.shape[1]
-    s0 = s1 = s2 = s3 = np.int64(0)
+    s0, s1, s2, s3 = c[i, j] * acc, c[i, j + 1] * acc, c[i, j + 2] * acc, c[i, j + 3] * acc
     for p in range(k):
         x = a[i, p]
         s0 += x * bt[j, p]
@@ -131,31 +134,31 @@ def _block_1x4(a, bt, c, i, j):
 
 
 @njit(cache=True)
-def _block_1x1(a, bt, c, i, j):
+def _block_1x1(a, bt, c, i, j, acc):
     k = a.shape[1]
-    s = np.int64(0)
+    s = c[i, j] * acc
     for p in range(k):
         s += a[i, p] * bt[j, p]
     c[i, j] = s
 
 
 @njit(cache=True)
-def _row_block(a, bt, c, i):
-    """Rows i .. min(i + 4, m) of c = a @ bt.T."""
+def _row_block(a, bt, c, i, acc):
+    """Rows i .. min(i + 4, m) of c = a @ bt.T (c += a @ bt.T with acc = 1)."""
     m = a.shape[0]
     n = bt.shape[0]
     n4 = n - n % 4
     if i + 4 <= m:
         for j in range(0, n4, 4):
-            _block_4x4(a, bt, c, i, j)
+            _block_4x4(a, bt, c, i, j, acc)
         for j in range(n4, n):
-            _block_4x1(a, bt, c, i, j)
+            _block_4x1(a, bt, c, i, j, acc)
     else:
         for r in range(i, m):
             for j in range(0, n4, 4):
-                _block_1x4(a, bt, c, r, j)
+                _block_1x4(a, bt, c, r, j, acc)
             for j in range(n4, n):
-                _block_1x1(a, bt, c, r, j)
+                _block_1x1(a, bt, c, r, j, acc)
 
 
 # --------------------------------------------------------------------------- drivers
@@ -163,7 +166,7 @@ def _row_block(a, bt, c, i):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _matmul_bt_par(a, bt, c):
+def _matmul_bt_par(a, bt, c, acc):
     batch, m = c.shape[0], c.shape[1]
     row_blocks = (m + 3) // 4
     for t in prange(batch * row_blocks):
@@ -171,17 +174,17 @@ def _matmul_bt_par(a, bt, c):
         i = (t - q * row_blocks) * 4
         ia = q if a.shape[0] > 1 else 0
         ib = q if bt.shape[0] > 1 else 0
-        _row_block(a[ia], bt[ib], c[q], i)
+        _row_block(a[ia], bt[ib], c[q], i, acc)
 
 
 @njit(nogil=True, cache=True)
-def _matmul_bt_ser(a, bt, c):
+def _matmul_bt_ser(a, bt, c, acc):
     batch, m = c.shape[0], c.shape[1]
     for q in range(batch):
         ia = q if a.shape[0] > 1 else 0
         ib = q if bt.shape[0] > 1 else 0
         for i in range(0, m, 4):
-            _row_block(a[ia], bt[ib], c[q], i)
+            _row_block(a[ia], bt[ib], c[q], i, acc)
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -194,15 +197,38 @@ def _check_int64(*arrays: np.ndarray) -> None:
                             f"{type(x).__name__} of dtype {getattr(x, 'dtype', None)}")
 
 
-def _run_bt(a3: np.ndarray, bt3: np.ndarray, batch: int) -> np.ndarray:
-    """c[q] = a3[q or 0] @ bt3[q or 0].T for q < batch; a3, bt3 C-contiguous int64 3-D."""
+def _run_bt(a3: np.ndarray, bt3: np.ndarray, batch: int, c: np.ndarray | None = None,
+            acc: int = 0) -> np.ndarray:
+    """c[q] (+)= a3[q or 0] @ bt3[q or 0].T for q < batch; a3, bt3 C-contiguous int64 3-D."""
     m, k, n = a3.shape[1], a3.shape[2], bt3.shape[1]
-    c = np.empty((batch, m, n), dtype=np.int64)
+    if c is None:
+        c = np.empty((batch, m, n), dtype=np.int64)
     if c.size == 0:
         return c
     with parallel_slot(batch * m * n * max(k, 1)) as par:
-        (_matmul_bt_par if par else _matmul_bt_ser)(a3, bt3, c)
+        (_matmul_bt_par if par else _matmul_bt_ser)(a3, bt3, c, np.int64(acc))
     return c
+
+
+def ring_matmul_bt(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None,
+                   accumulate: bool = False) -> np.ndarray:
+    """a @ bt.T mod 2^64 for C-contiguous (m, k) ``a`` and (n, k) ``bt`` (the right operand
+    already transposed: no copy), into ``out`` (a C-contiguous (m, n) int64 array, or a new
+    one); with ``accumulate``, added to what ``out`` holds."""
+    _check_int64(a, bt)
+    if a.ndim != 2 or bt.ndim != 2 or a.shape[1] != bt.shape[1]:
+        raise ValueError(f"ring_matmul_bt needs (m, k) and (n, k), got {a.shape} and {bt.shape}")
+    if not (a.flags.c_contiguous and bt.flags.c_contiguous):
+        raise ValueError("ring_matmul_bt takes C-contiguous operands")
+    m, n = a.shape[0], bt.shape[0]
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulating needs an output")
+        out = np.empty((m, n), np.int64)
+    elif out.shape != (m, n) or out.dtype != np.int64 or not out.flags.c_contiguous:
+        raise ValueError(f"ring_matmul_bt's output must be a C-contiguous int64 {(m, n)}")
+    _run_bt(a[None], bt[None], 1, out[None], int(bool(accumulate)))
+    return out
 
 
 def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -275,6 +301,20 @@ def ring_matmul_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"ring_matmul needs (m, k) @ (k, n), got {a.shape} @ {b.shape}")
     return np.matmul(a, b)
+
+
+def ring_matmul_bt_np(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None,
+                      accumulate: bool = False) -> np.ndarray:
+    """Oracle for :func:`ring_matmul_bt`."""
+    _check_int64(a, bt)
+    c = np.matmul(a, bt.T)
+    if out is None:
+        return c
+    if accumulate:
+        out += c
+    else:
+        out[...] = c
+    return out
 
 
 def ring_matmul_batched_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,10 +13,12 @@ the same run is refused (``PlanDeviation``), since its items would share keystre
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
 
+from ..kernels import serial_kernels
 from .expand import DealerCore
 from .plan import MaterialPlan, PlanDeviation
 from .source import DealerLink
@@ -28,10 +30,10 @@ _IDLE_EXIT = 5.0   # s a worker without work waits before it ends (a new announc
 
 
 class LocalDealer:
-    def __init__(self, core: DealerCore, window: int = 2):
+    def __init__(self, core: DealerCore, window: int = 2, serial: bool = False):
         if window < 1:
             raise ValueError("the dealer's window is at least one run")
-        self.core, self.window = core, int(window)
+        self.core, self.window, self.serial = core, int(window), bool(serial)
         self._cond = threading.Condition()
         self._pending: dict[int, MaterialPlan] = {}          # announced, not generated yet
         self._ready: dict[int, dict[int, np.ndarray]] = {}   # generated, not taken yet
@@ -101,6 +103,10 @@ class LocalDealer:
         return out
 
     def _run(self) -> None:
+        with serial_kernels() if self.serial else nullcontext():
+            self._generate()
+
+    def _generate(self) -> None:
         try:
             while True:
                 with self._cond:

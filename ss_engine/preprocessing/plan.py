@@ -82,7 +82,7 @@ def _view(buf: np.ndarray, kind: str, shape: tuple, offset: int, itemsize: int =
 class ItemLayout:
     """One item of a plan: its (relative) spec, its blocks and its fields' places."""
 
-    __slots__ = ("spec", "r", "c", "random", "corrected", "received", "refs", "plain")
+    __slots__ = ("spec", "r", "c", "random", "corrected", "received", "refs", "plain", "values")
 
     def __init__(self, spec: MaterialSpec, r: int, c: int, blob_pos: list[int]):
         self.spec, self.r, self.c = spec, r, c
@@ -104,6 +104,8 @@ class ItemLayout:
             (refs if isinstance(v, ItemRef) else plain).append((f.name, v))
         self.refs = tuple(refs)
         self.plain = tuple(plain)
+        # a reference-free spec's field values, for the sources' quick check
+        self.values = None if refs else tuple(v for _, v in plain)
 
     def own_views(self, rank: int, buf: np.ndarray, r_bytes: int) -> dict[str, np.ndarray]:
         """This item's fields expanded by party ``rank`` as views of its filled regions

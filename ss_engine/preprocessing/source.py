@@ -40,17 +40,22 @@ __all__ = ["Material", "SourceStats", "CorrelatedSource", "DealerLink", "SeededS
 MAX_PLANS = 8
 
 
-@dataclass(frozen=True)
 class Material:
-    addr: Addr
-    spec: MaterialSpec
-    fields: dict
+    """One item: where it lies, what it is, and this party's (read-only) fields."""
+
+    __slots__ = ("addr", "spec", "fields")
+
+    def __init__(self, addr: Addr, spec: MaterialSpec, fields: dict):
+        self.addr, self.spec, self.fields = addr, spec, fields
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.fields[name]
 
     def ref(self, name: str) -> ItemRef:
         return ItemRef(self.addr, self.spec, name)
+
+    def __repr__(self) -> str:
+        return f"Material({self.spec.kind} at {tuple(self.addr)})"
 
 
 @dataclass
@@ -119,25 +124,33 @@ class CorrelatedSource(ABC):
         self._log = log
 
     # -- typed helpers the protocols call ---------------------------------------------------
+    # (``_planned`` lets a replaying source hand out a planned item without building its spec)
+    def _planned(self, cls, values: tuple) -> Material | None:
+        return None
+
     def mask(self, shape) -> Material:
-        return self.fetch(MaskSpec(tuple(int(s) for s in shape)))
+        shape = tuple(map(int, shape))
+        return self._planned(MaskSpec, (shape,)) or self.fetch(MaskSpec(shape))
 
     def product(self, op: str, left: ItemRef, right: ItemRef, out_shape, *, transpose_left=False,
                 transpose_right=False, conv=()) -> Material:
-        return self.fetch(ProductSpec(op, left, right, tuple(int(s) for s in out_shape),
+        return self.fetch(ProductSpec(op, left, right, tuple(map(int, out_shape)),
                                       bool(transpose_left), bool(transpose_right), tuple(conv)))
 
     def trunc(self, shape, frac_bits: int) -> Material:
-        return self.fetch(TruncSpec(tuple(int(s) for s in shape), int(frac_bits)))
+        values = (tuple(map(int, shape)), int(frac_bits))
+        return self._planned(TruncSpec, values) or self.fetch(TruncSpec(*values))
 
     def cmp(self, n: int, bits: int) -> Material:
-        return self.fetch(CmpSpec(int(n), int(bits)))
+        values = (int(n), int(bits))
+        return self._planned(CmpSpec, values) or self.fetch(CmpSpec(*values))
 
     def and_triple(self, shape, fan_out: int = 1) -> Material:
-        return self.fetch(AndSpec(tuple(int(s) for s in shape), int(fan_out)))
+        values = (tuple(map(int, shape)), int(fan_out))
+        return self._planned(AndSpec, values) or self.fetch(AndSpec(*values))
 
     def bits(self, n: int) -> Material:
-        return self.fetch(BitSpec(int(n)))
+        return self._planned(BitSpec, (int(n),)) or self.fetch(BitSpec(int(n)))
 
 
 class _PlanState:
@@ -241,6 +254,11 @@ class SeededSource(CorrelatedSource):
     def expect(self, keys: Sequence[Hashable]) -> None:
         self._upcoming = (self.next_seq + 1, tuple(keys))
 
+    def plan_of(self, key: Hashable) -> MaterialPlan | None:
+        """The plan recorded for ``key``, if any."""
+        state = self._plans.get(key)
+        return None if state is None else state.plan
+
     def _announce(self, nonce: int, state: _PlanState | None) -> None:
         """Tell the dealer which of this and the expected runs it can prepare."""
         runs = [(nonce, state.plan)] if state is not None and state.plan.receives(self.rank) else []
@@ -255,6 +273,26 @@ class SeededSource(CorrelatedSource):
             self._link.announce(nonce, runs)
 
     # -- items ------------------------------------------------------------------------------
+    def _planned(self, cls, values: tuple) -> Material | None:
+        """The next planned item if a replayed run is at one of kind ``cls`` with exactly
+        these field values (``dataclasses.astuple`` order); else None (``fetch`` decides)."""
+        run = self._run
+        if run is None or run.state is None:
+            return None
+        i = run.index
+        items = run.state.plan.items
+        if i >= len(items):
+            return None
+        it = items[i]
+        sp = it.spec
+        if type(sp) is not cls or it.values != values:
+            return None
+        run.index = i + 1
+        m = Material(Addr(run.nonce, it.r, it.c), sp, run.fields[i])
+        if self._log is not None:
+            self._log.append((m.addr, sp))
+        return m
+
     def fetch(self, spec: MaterialSpec) -> Material:
         run = self._run
         if run is None:   # outside any run: the item is a run of its own

@@ -23,9 +23,9 @@ import numpy as np
 
 from .. import kernels
 from ..party import PartyContext
-from ..preprocessing.bilinear import apply_bilinear
+from ..preprocessing.bilinear import apply_bilinear, matmul_share
 from ..preprocessing.source import Material
-from .rounds import open_ring
+from .rounds import open_ring, outgoing
 from .truncation import trunc_s
 
 __all__ = ["MaskedOperand", "mask_and_open", "product_share", "matmul_masked", "mul_masked",
@@ -57,7 +57,8 @@ def mask_and_open(ctx: PartyContext, shares: Sequence[np.ndarray], label: str = 
     returns their ``MaskedOperand``s.  Rounds: 1.  Bytes per party: 8 per element."""
     shares = [np.ascontiguousarray(s, dtype=np.int64) for s in shares]
     masks = [ctx.source.mask(s.shape) for s in shares]
-    opened = yield from open_ring(ctx, [s - m["a"] for s, m in zip(shares, masks)], label)
+    opened = yield from open_ring(ctx, [np.subtract(s, m["a"], out=outgoing(ctx, s.shape))
+                                        for s, m in zip(shares, masks)], label)
     return [MaskedOperand(s, e, m) for s, e, m in zip(shares, opened, masks)]
 
 
@@ -74,9 +75,12 @@ def product_share(ctx: PartyContext, op: str, x: MaskedOperand, y: MaskedOperand
                   ) -> np.ndarray:
     """This party's share of op(X, Y) (untruncated) from two opened operands; no communication."""
     e, f = x.masked, y.masked
-    b_plus = y.mask_share + f if ctx.rank == 0 else y.mask_share
-    z = apply_bilinear(op, e, b_plus, transpose_left, transpose_right, conv)
-    z += apply_bilinear(op, x.mask_share, f, transpose_left, transpose_right, conv)
+    z = matmul_share(e, f, x.mask_share, y.mask_share, ctx.rank == 0, transpose_left, transpose_right,
+                     ctx.scratch) if op == "matmul" else None
+    if z is None:
+        b_plus = y.mask_share + f if ctx.rank == 0 else y.mask_share
+        z = apply_bilinear(op, e, b_plus, transpose_left, transpose_right, conv)
+        z += apply_bilinear(op, x.mask_share, f, transpose_left, transpose_right, conv)
     c = ctx.source.product(op, x.mask.ref("a"), y.mask.ref("a"), z.shape,
                            transpose_left=transpose_left, transpose_right=transpose_right, conv=conv)
     z += c["c"]

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.source import Material
 from .beaver import MaskedOperand
 from .truncation import TruncOpening
 
-__all__ = ["FormTerm", "LinearForm", "form_mul"]
+__all__ = ["FormTerm", "LinearForm", "TruncForm", "form_mul"]
 
 
 def _lead(v, ndim: int):
@@ -45,17 +46,25 @@ class FormTerm:
         return self.material[self.field]
 
 
-@dataclass(frozen=True)
 class LinearForm:
     """A secret held as public + sum of FormTerms (see module doc); shape = public's shape."""
 
-    public: np.ndarray
-    terms: tuple[FormTerm, ...]
+    __slots__ = ("public", "terms")
+
+    def __init__(self, public: np.ndarray, terms: tuple[FormTerm, ...]):
+        self.public, self.terms = public, tuple(terms)
+
+    @property
+    def shape(self) -> tuple:
+        return self.public.shape
+
+    @property
+    def size(self) -> int:
+        return self.public.size
 
     @classmethod
     def of_trunc(cls, t: TruncOpening) -> "LinearForm":
-        return cls(t.public, (FormTerm(t.coeff, t.material, "r_msb", is_bit=True),
-                              FormTerm(np.int64(-1), t.material, "r_hi")))
+        return TruncForm(t)
 
     @classmethod
     def of_masked(cls, x: MaskedOperand) -> "LinearForm":
@@ -74,6 +83,37 @@ class LinearForm:
         for t in self.terms:
             _accumulate(out, _scaled(_lead(t.value(), nd), t.coeff, nd))
         return out
+
+
+class TruncForm(LinearForm):
+    """A truncation result (``TruncOpening``) as a linear form: public + coeff [r_msb] -
+    [r_hi], its parts computed from the opened c only when asked for; its share and its
+    products with one-term forms run as single kernels reading c (``kernels.forms``)."""
+
+    __slots__ = ("trunc",)
+
+    def __init__(self, t: TruncOpening):
+        self.trunc = t
+
+    @property
+    def shape(self) -> tuple:
+        return self.trunc.c.shape
+
+    @property
+    def size(self) -> int:
+        return self.trunc.c.size
+
+    @property
+    def public(self) -> np.ndarray:
+        return self.trunc.public
+
+    @property
+    def terms(self) -> tuple[FormTerm, ...]:
+        t = self.trunc
+        return (FormTerm(t.coeff, t.material, "r_msb", is_bit=True), FormTerm(np.int64(-1), t.material, "r_hi"))
+
+    def share(self, rank: int) -> np.ndarray:
+        return self.trunc.share(rank)
 
 
 def _unit(coeff) -> int:
@@ -110,6 +150,9 @@ def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
     unordered pair once and takes [u u] = [u] for a 0/1 item.  A coefficient +-1 (a masked
     opening's, a truncation's r_hi) costs no multiplication.
     """
+    fused = _trunc_times_term(ctx, a, b)
+    if fused is not None:
+        return fused
     nd = a.public.ndim
     square = a is b
     pb = _lead(b.public, nd)
@@ -134,3 +177,34 @@ def form_mul(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray:
                 x = x * np.int64(2) if x is uv else np.multiply(x, 2, out=x)
             _accumulate(out, (sign * sign_b, x))
     return out
+
+
+def _trunc_times_term(ctx: PartyContext, a: LinearForm, b: LinearForm) -> np.ndarray | None:
+    """form_mul of a truncation form and a one-term form of the same size (either order), as
+    one kernel (``kernels.trunc_form_mul``); None if the operands are not of that kind.  The
+    dealer products are asked for in ``form_mul``'s order, so the plan is the same."""
+    if a is b:
+        return None
+    if isinstance(a, TruncForm) and not isinstance(b, TruncForm):
+        t, other, trunc_left = a.trunc, b, True
+    elif isinstance(b, TruncForm) and not isinstance(a, TruncForm):
+        t, other, trunc_left = b.trunc, a, False
+    else:
+        return None
+    if len(other.terms) != 1 or other.shape != t.c.shape:
+        return None
+    (term,) = other.terms
+    coeff = np.asarray(term.coeff, np.int64)
+    if coeff.size not in (1, t.c.size) or (coeff.size > 1 and coeff.shape != t.c.shape):
+        return None
+    tm, v_ref = t.material, term.material.ref(term.field)
+    shape = t.c.shape
+    if trunc_left:
+        w_mv = ctx.source.product("mul", tm.ref("r_msb"), v_ref, shape)["c"]
+        w_hv = ctx.source.product("mul", tm.ref("r_hi"), v_ref, shape)["c"]
+    else:
+        w_mv = ctx.source.product("mul", v_ref, tm.ref("r_msb"), shape)["c"]
+        w_hv = ctx.source.product("mul", v_ref, tm.ref("r_hi"), shape)["c"]
+    out = kernels.trunc_form_mul(t.c, t.frac_bits, tm["r_msb"], tm["r_hi"], other.public, coeff,
+                                 term.value(), w_mv, w_hv, ctx.rank == 0)
+    return out.reshape(shape)

@@ -29,7 +29,7 @@ from ..party import PartyContext
 from .beaver import MaskedOperand
 from .compare import b2a_s, bit_mul, cmp_finish, cmp_prepare, flip_xor
 from .forms import LinearForm
-from .rounds import open_ring
+from .rounds import open_ring, outgoing
 from .truncation import trunc_finish, trunc_prepare
 
 __all__ = ["trunc_relu_s", "trunc_relu_form_s", "trunc_mask_open_s"]
@@ -72,7 +72,8 @@ def trunc_mask_open_s(ctx: PartyContext, truncs: Sequence[tuple[np.ndarray, int]
     prepared = [trunc_prepare(ctx, x, shift) for x, shift in truncs]
     shares = [np.ascontiguousarray(s, dtype=np.int64) for s in shares]
     masks = [ctx.source.mask(s.shape) for s in shares]
-    got = yield from open_ring(ctx, [c for _, c in prepared] + [s - m["a"] for s, m in zip(shares, masks)],
+    got = yield from open_ring(ctx, [c for _, c in prepared] +
+                               [np.subtract(s, m["a"], out=outgoing(ctx, s.shape)) for s, m in zip(shares, masks)],
                                label)
     k = len(prepared)
     return ([trunc_finish(m, c) for (m, _), c in zip(prepared, got[:k])],

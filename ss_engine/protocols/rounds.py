@@ -26,7 +26,14 @@ a secret.
 A run may name its *key*: a public description of its shape (a training step's batch rows
 and whether it reports the loss).  The party's material source then records the first run
 of a key and replays the later ones (``preprocessing.source``): one keystream fill per
-run, one dealer blob, no per-item work beyond a check against the plan.
+run, one dealer blob, no per-item work beyond a check against the plan.  The scheduler
+records the run's rounds too (each request's kind, label, target, dtypes and shapes) and
+replays them into reply buffers made once for the key: every round is checked against its
+planned layout, and its openings are combined into two alternating sets of buffers instead
+of fresh arrays; what it sends is computed into planned buffers too (``outgoing``: the
+run's i-th outgoing array is the plan's i-th buffer).  Like its material, a replayed run's
+opened values are read-only and stay valid until the run after the next one begins; a
+value that must live longer belongs to an unkeyed run (a revealed value is always fresh).
 
 The *plan* of a run as observed (``StepPlan``): every round's message layout (request kind,
 label, target and the dtype and shape of every array) and every material item fetched,
@@ -47,8 +54,8 @@ from ..party import PartyContext
 from ..preprocessing.specs import relative_spec
 
 __all__ = ["OpenRing", "OpenWords", "Reveal", "Spawn", "Join", "Task", "open_ring", "open_xor",
-           "reveal_to", "spawn", "join", "gather", "resolve", "Scheduler", "run", "StepPlan",
-           "RoundLayout"]
+           "reveal_to", "spawn", "join", "gather", "resolve", "outgoing", "Scheduler", "run",
+           "StepPlan", "RoundLayout", "RoundPlan"]
 
 Coroutine = Generator[Any, Any, Any]
 
@@ -75,19 +82,22 @@ class OpenRing(_Request):
 
     __slots__ = ()
     kind = "ring"
+    op = staticmethod(np.add)
 
     def combine(self, mine, theirs):
-        return [m + t for m, t in zip(mine, theirs)]
+        op = self.op
+        out = [op(m, t) for m, t in zip(mine, theirs)]
+        for a in out:
+            a.flags.writeable = False
+        return out
 
 
-class OpenWords(_Request):
+class OpenWords(OpenRing):
     """Open XOR-shared uint64 words: both parties send; each gets the XORs."""
 
     __slots__ = ()
     kind = "words"
-
-    def combine(self, mine, theirs):
-        return [m ^ t for m, t in zip(mine, theirs)]
+    op = staticmethod(np.bitwise_xor)
 
 
 class Reveal(OpenRing):
@@ -96,6 +106,15 @@ class Reveal(OpenRing):
 
     __slots__ = ()
     kind = "reveal"
+
+    def combine(self, mine, theirs):   # a revealed value is the caller's to keep and change
+        return [np.add(m, t) for m, t in zip(mine, theirs)]
+
+
+#: the requests whose openings a replayed run combines into planned buffers
+_BUFFERED = ("ring", "words")
+#: round plans a party keeps (each holds two sets of its run's reply buffers)
+MAX_ROUND_PLANS = 8
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,13 @@ def gather(*coroutines: Coroutine):
     return results
 
 
+def outgoing(ctx: PartyContext, shape) -> np.ndarray:
+    """An int64 array of ``shape`` for a value this party is about to send (a masked share):
+    fresh, or in a replayed keyed run the plan's buffer for it (module doc)."""
+    arena = ctx.arena
+    return np.empty(shape, np.int64) if arena is None else arena.take(tuple(shape))
+
+
 def resolve(value):
     """``yield from resolve(v)``: the result of v if it is a coroutine, else v itself (so a
     purely local layer or loss may be a plain function)."""
@@ -220,28 +246,113 @@ class StepPlan:
 
 
 # -- the scheduler ----------------------------------------------------------------------------
+class _Arena:
+    """The buffers a run's ``outgoing`` calls get: recorded (fresh arrays, shapes noted) or
+    replayed (the plan's, in order, shapes checked)."""
+
+    __slots__ = ("shapes", "bufs", "i")
+
+    def __init__(self, shapes: list, bufs: list | None) -> None:
+        self.shapes, self.bufs, self.i = shapes, bufs, 0
+
+    def take(self, shape: tuple) -> np.ndarray:
+        if self.bufs is None:
+            self.shapes.append(shape)
+            return np.empty(shape, np.int64)
+        i = self.i
+        if i >= len(self.bufs) or self.bufs[i].shape != shape:
+            raise RuntimeError(f"outgoing array {i} of a replayed run leaves its plan")
+        self.i = i + 1
+        return self.bufs[i]
+
+
+class RoundPlan:
+    """A keyed run's rounds: every round's request layouts and the shapes of what it sends,
+    and two alternating sets of reply and send buffers (with read-only views of the reply
+    buffers), made at the first replay."""
+
+    __slots__ = ("layouts", "sends", "slots", "uses")
+
+    def __init__(self, layouts: list, sends: list) -> None:
+        self.layouts, self.sends = layouts, sends
+        self.slots: list | None = None
+        self.uses = 0
+
+    def next_slot(self) -> tuple[list, list]:
+        """This replay's (reply buffers: per round, per request, (buffers, views) or None;
+        send buffers, in ``outgoing`` order)."""
+        if self.slots is None:
+            self.slots = [([self._buffers(rnd) for rnd in self.layouts],
+                           [np.empty(shape, np.int64) for shape in self.sends]) for _ in range(2)]
+        slot = self.slots[self.uses % 2]
+        self.uses += 1
+        return slot
+
+    @staticmethod
+    def _buffers(rnd: tuple) -> list:
+        out = []
+        for kind, _, _, arrays in rnd:
+            if kind not in _BUFFERED:
+                out.append(None)
+                continue
+            bufs = [np.empty(shape, np.dtype(dt)) for dt, shape in arrays]
+            views = []
+            for b in bufs:
+                v = b.view()
+                v.flags.writeable = False
+                views.append(v)
+            out.append((bufs, views))
+        return out
+
+
 class Scheduler:
     """Runs coroutines for one party, one channel message per direction per round."""
 
     def __init__(self, ctx: PartyContext, plan: StepPlan | None = None, key=None) -> None:
         self.ctx, self.plan, self.key = ctx, plan, key
+        self._layouts: list | None = None    # recording a keyed run's rounds
+        self._replay: list | None = None     # replaying: this run's reply buffers
+        self._round_plan: RoundPlan | None = None
+        self._index = 0
 
     def run(self, main: Coroutine):
         """Drive ``main`` and every task it spawns to completion, as one run of the source
         (keyed ``key``); return main's result."""
-        plan, source = self.plan, self.ctx.source
+        ctx = self.ctx
+        plan, source, key = self.plan, ctx.source, self.key
+        arena = None
+        if key is not None:
+            plans = ctx.round_plans
+            self._round_plan = rp = plans.get(key)
+            if rp is None:
+                self._layouts = []
+                arena = _Arena([], None)
+            else:
+                plans.move_to_end(key)
+                self._replay, sends = rp.next_slot()
+                arena = _Arena(rp.sends, sends)
         if plan is not None:
             source.record(plan.material)
-        source.begin(self.key)
+        source.begin(key)
+        ctx.arena = arena
         ok = False
         try:
             result = self._run(main)
             ok = True
-            return result
         finally:
+            ctx.arena = None
             source.end(ok)
             if plan is not None:
                 source.record(None)
+        if self._replay is not None and (self._index != len(self._replay) or arena.i != len(arena.bufs)):
+            raise RuntimeError(f"a replayed run took {self._index} of its plan's {len(self._replay)} rounds "
+                               f"and {arena.i} of its {len(arena.bufs)} outgoing buffers")
+        if self._layouts is not None:
+            plans = ctx.round_plans
+            plans[key] = RoundPlan(self._layouts, arena.shapes)
+            while len(plans) > MAX_ROUND_PLANS:
+                plans.popitem(last=False)
+        return result
 
     def _run(self, main: Coroutine):
         root = Task(main)
@@ -314,6 +425,15 @@ class Scheduler:
         if self.plan is not None:
             self.plan.rounds.append(RoundLayout(tuple(req.layout() for req in requests),
                                                 len(self.plan.material)))
+        planned = None
+        if self._replay is not None:
+            i = self._index
+            self._index = i + 1
+            if i >= len(self._replay) or len(self._replay[i]) != len(requests):
+                raise RuntimeError(f"round {i} of a replayed run leaves its plan (key {self.key!r})")
+            planned = self._replay[i]
+        elif self._layouts is not None:
+            self._layouts.append(tuple(req.layout() for req in requests))
         ch = self.ctx.channel
         if i_send and peer_sends:
             theirs = ch.exchange(out, label)
@@ -323,7 +443,7 @@ class Scheduler:
         else:
             theirs = ch.recv_only(label)
         replies, pos = [], 0
-        for req in requests:
+        for j, req in enumerate(requests):
             mine = req.arrays
             if req.to == peer:  # a one-way reveal to the peer: nothing comes back
                 replies.append(None)
@@ -336,7 +456,19 @@ class Scheduler:
             for t, m in zip(got, mine):
                 if t.shape != m.shape or t.dtype != m.dtype:
                     raise ValueError("peer opened arrays of a different structure")
-            replies.append(req.combine(mine, got))
+            into = planned[j] if planned is not None else None
+            if into is None:
+                replies.append(req.combine(mine, got))
+                continue
+            bufs, views = into
+            if len(bufs) != n:
+                raise RuntimeError("a replayed round's request leaves its plan")
+            op = req.op
+            for m, t, b in zip(mine, got, bufs):
+                if m.shape != b.shape or m.dtype != b.dtype:
+                    raise RuntimeError("a replayed round's request leaves its plan")
+                op(m, t, out=b)
+            replies.append(views)
         if pos != len(theirs):
             raise ValueError("peer opened arrays of a different structure")
         return replies

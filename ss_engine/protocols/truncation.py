@@ -20,7 +20,6 @@ only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -28,7 +27,7 @@ import numpy as np
 from .. import kernels
 from ..party import PartyContext
 from ..preprocessing.source import Material
-from .rounds import open_ring
+from .rounds import open_ring, outgoing
 
 __all__ = ["trunc_s", "trunc_many_s", "trunc_open_many", "TRUNC_BOUND_BITS", "TruncOpening",
            "trunc_prepare", "trunc_finish"]
@@ -37,22 +36,36 @@ __all__ = ["trunc_s", "trunc_many_s", "trunc_open_many", "TRUNC_BOUND_BITS", "Tr
 TRUNC_BOUND_BITS = 62
 
 
-@dataclass(frozen=True)
 class TruncOpening:
-    """A truncation after its opening: result = public + coeff * [r_msb] - [r_hi].
+    """A truncation after its opening c: result = public + coeff * [r_msb] - [r_hi].
 
-    ``public`` (known to both parties) and ``coeff`` come from the opened c; the secret part
-    is linear in the dealer's r_msb and r_hi, which is what lets a product take the result
-    with no opening of its own (see ``protocols.forms``).
+    ``public`` (known to both parties) and ``coeff`` are functions of the opened c, computed
+    when first asked for; the secret part is linear in the dealer's r_msb and r_hi, which is
+    what lets a product take the result with no opening of its own (``protocols.forms``,
+    whose kernels read c directly).
     """
 
-    public: np.ndarray
-    coeff: np.ndarray
-    material: Material
+    __slots__ = ("c", "frac_bits", "material", "_public", "_coeff")
+
+    def __init__(self, c: np.ndarray, frac_bits: int, material: Material):
+        self.c, self.frac_bits, self.material = c, int(frac_bits), material
+        self._public = self._coeff = None
+
+    @property
+    def public(self) -> np.ndarray:
+        if self._public is None:
+            self._public = kernels.trunc_public(self.c, self.frac_bits)
+        return self._public
+
+    @property
+    def coeff(self) -> np.ndarray:
+        if self._coeff is None:
+            self._coeff = kernels.trunc_coeff(self.c, self.frac_bits)
+        return self._coeff
 
     def share(self, rank: int) -> np.ndarray:
-        y = self.coeff * self.material["r_msb"] - self.material["r_hi"]
-        return y + self.public if rank == 0 else y
+        m = self.material
+        return kernels.trunc_share(self.c, self.frac_bits, m["r_msb"], m["r_hi"], rank == 0)
 
 
 def trunc_prepare(ctx: PartyContext, x: np.ndarray, shift: int) -> tuple[Material, np.ndarray]:
@@ -60,17 +73,19 @@ def trunc_prepare(ctx: PartyContext, x: np.ndarray, shift: int) -> tuple[Materia
     f = int(shift)
     if not 0 < f < 62:
         raise ValueError(f"truncation shift must be in (0, 62), got {f}")
-    m = ctx.source.trunc(np.shape(x), f)
-    offset = np.int64(1 << TRUNC_BOUND_BITS) if ctx.rank == 0 else np.int64(0)
-    return m, np.asarray(x, dtype=np.int64) + offset + m["r"]
+    x = np.asarray(x, dtype=np.int64)
+    m = ctx.source.trunc(x.shape, f)
+    c = np.add(x, m["r"], out=outgoing(ctx, x.shape))
+    if ctx.rank == 0:
+        c += np.int64(1 << TRUNC_BOUND_BITS)
+    return m, c
 
 
 def trunc_finish(material: Material, c: np.ndarray) -> TruncOpening:
     # w = c_msb XOR r_msb = c_msb + (1 - 2 c_msb) r_msb is linear in r_msb as c_msb is public;
-    # the kernel returns public = (c mod 2^63) >> f + 2^(63-f) c_msb - 2^(62-f) and
-    # coeff = (1 - 2 c_msb) 2^(63-f) in one pass
-    public, coeff = kernels.trunc_open_parts(c, material.spec.frac_bits)
-    return TruncOpening(public, coeff, material)
+    # so the result is public + coeff r_msb - r_hi with public = (c mod 2^63) >> f +
+    # 2^(63-f) c_msb - 2^(62-f) and coeff = (1 - 2 c_msb) 2^(63-f), both read off c
+    return TruncOpening(c, material.spec.frac_bits, material)
 
 
 def trunc_open_many(ctx: PartyContext, shares: Sequence[np.ndarray], shift: int | Sequence[int],

@@ -106,7 +106,7 @@ def truncate(x):
 # -- products ---------------------------------------------------------------------------------
 def _form_in(t: SharedTensor, shape: tuple) -> LinearForm | None:
     """t as a linear form laid out in ``shape`` (flat or t's own), if it has one."""
-    if t.form is not None and t.form.public.shape == shape:
+    if t.form is not None and t.form.shape == shape:
         return t.form
     if t.opened is not None and t.opened.shape == shape:
         return LinearForm.of_masked(t.opened)
@@ -143,7 +143,7 @@ def mul(x: SharedTensor, y: SharedTensor):
             [src.share.reshape(layout[id(t)]) for t, src in opens])
         for t, tr in zip(truncs, tres):
             forms[id(t)] = form = LinearForm.of_trunc(tr)
-            srcs[id(t)] = SharedTensor.of_form(ctx, form, t.shape, f) if form.public.ndim == 1 \
+            srcs[id(t)] = SharedTensor.of_form(ctx, form, t.shape, f) if len(form.shape) == 1 \
                 else SharedTensor(ctx, form.share(ctx.rank), f)
             t.truncated = srcs[id(t)]
         for (t, src), mo in zip(opens, mres):

@@ -52,8 +52,8 @@ class SharedTensor:
     @classmethod
     def of_form(cls, ctx: PartyContext, form: LinearForm, shape: tuple, frac_bits: int) -> "SharedTensor":
         """A value known as a (flat) linear form; its share is computed when first needed."""
-        if form.public.size != int(np.prod(shape, dtype=np.int64)):
-            raise ValueError(f"a form of {form.public.size} elements cannot have shape {shape}")
+        if form.size != int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(f"a form of {form.size} elements cannot have shape {shape}")
         t = cls.__new__(cls)
         t.ctx, t._share, t._shape, t.frac_bits = ctx, None, tuple(shape), int(frac_bits)
         t.form, t.opened, t.truncated = form, None, None
