@@ -15,6 +15,14 @@ Both parties send before they receive (an exchange), so a message larger than th
 buffers would block both senders forever; such messages go through a writer thread while
 the caller goes on to receive.  Small ones (<= 64 KB) are written inline when the writer is
 idle: they fit in the buffers, and a thread hop would cost what zmq's I/O thread costs.
+
+Every frame is sealed straight into one reused send buffer (head and ciphertexts in one
+piece, one ``sendall``) and opened straight into a reused plaintext buffer after the whole
+message was read with one loop of ``recv_into``: no per-frame allocation, which cost more
+than the cipher itself (AES-GCM into a buffer: ~0.7 ms per 1.6 MB here; into fresh
+``bytes``: ~4 ms).  A received message's frames are views of that buffer, valid until
+``plain_buffers`` more messages have arrived (two by default: the peer channel's callers
+combine what they receive within the round).
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from ..comm.channel import ChannelClosed, ChannelTimeout
-from .sealed import FrameSealer, SealError
+from .sealed import TAG_BYTES, FrameSealer, SealError
 
 __all__ = ["SealedStream", "listen_ephemeral", "accept_sealed", "StrangerPolicy"]
 
@@ -68,7 +76,8 @@ class SealedStream:
     """One direction's sealer and the other's opener over a connected TCP socket."""
 
     def __init__(self, sock: socket.socket, sealer: FrameSealer, opener: FrameSealer, *,
-                 max_frames: int = 1024, max_bytes: int = 1 << 30, received: int = 0):
+                 max_frames: int = 1024, max_bytes: int = 1 << 30, received: int = 0,
+                 plain_buffers: int = 2):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)  # blocking; receive waits are bounded with select()
         self.sock, self._sealer, self._opener = sock, sealer, opener
@@ -80,48 +89,75 @@ class SealedStream:
         self._error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._closed = False
+        self._send_bufs = [[bytearray(0), False], [bytearray(0), False]]   # [buffer, held by writer]
+        self._head = bytearray(8 * 64)
+        self._cipher = bytearray(0)
+        self._plain = [bytearray(0) for _ in range(max(2, int(plain_buffers)))]
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     # -- sending --------------------------------------------------------------------------
+    def _send_buffer(self, n: int) -> tuple[int, bytearray]:
+        """A send buffer of at least n bytes that no queued message still holds."""
+        with self._lock:
+            for i, (buf, busy) in enumerate(self._send_bufs):
+                if not busy and len(buf) >= n:
+                    return i, buf
+            for i, (buf, busy) in enumerate(self._send_bufs):
+                if not busy:
+                    self._send_bufs[i] = [bytearray(max(n, 2 * len(buf))), False]
+                    return i, self._send_bufs[i][0]
+        return -1, bytearray(n)   # both held by the writer: a one-off buffer
+
     def send(self, frames: Sequence) -> int:
         """Seal and send one message (in order); returns the bytes it takes on the wire."""
         self._check()
-        sealed = self._sealer.seal(self._out, frames)
+        count = len(frames)
+        sizes = [(f.nbytes if hasattr(f, "nbytes") else memoryview(f).nbytes) + TAG_BYTES for f in frames]
+        head = 4 + 8 * count
+        total = head + sum(sizes)
+        slot, buf = self._send_buffer(total)
+        view = memoryview(buf)
+        _HEAD.pack_into(buf, 0, count)
+        struct.pack_into(f"<{count}Q", buf, 4, *sizes)
+        if self._sealer.seal_into(self._out, frames, view[head:total]) != sizes:
+            raise ValueError("a frame changed size while it was sealed")
         self._out += 1   # a counter is never reused under this key
-        head = _HEAD.pack(len(sealed)) + struct.pack(f"<{len(sealed)}Q", *(len(f) for f in sealed))
-        total = len(head) + sum(len(f) for f in sealed)
         with self._lock:
             inline = self._pending == 0 and total <= _SMALL
             if not inline:
                 self._pending += 1
+                if slot >= 0:
+                    self._send_bufs[slot][1] = True
         if inline:
             try:
-                self.sock.sendall(b"".join([head, *sealed]))
+                self.sock.sendall(view[:total])
             except OSError as exc:
                 raise ChannelClosed(f"the peer's data connection failed: {exc}") from None
             return total
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="sealed-writer", daemon=True)
             self._writer.start()
-        self._queue.put([head, *sealed])
+        self._queue.put((slot, view[:total]))
         return total
 
     def _write_loop(self) -> None:
         while True:
-            parts = self._queue.get()
-            if parts is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            slot, data = item
             try:
-                for part in parts:
-                    self.sock.sendall(part)
+                self.sock.sendall(data)
             except OSError as exc:  # reported to the caller's next send or receive
                 self._error = exc
                 return
             finally:
                 with self._lock:
                     self._pending -= 1
+                    if slot >= 0:
+                        self._send_bufs[slot][1] = False
 
     def _check(self) -> None:
         if self._error is not None:
@@ -130,33 +166,56 @@ class SealedStream:
             raise ChannelClosed("the data connection is closed")
 
     # -- receiving ------------------------------------------------------------------------
-    def recv(self, timeout: float) -> tuple[list[bytes], int]:
-        """One message's frames, opened (``SealError`` if any fails authentication), and the
-        bytes it took on the wire.  Waits at most ``timeout`` for the whole message."""
+    def recv(self, timeout: float) -> tuple[list[memoryview], int]:
+        """One message's frames, opened (``SealError`` if any fails authentication), as views
+        of a reused buffer (module doc), and the bytes it took on the wire.  Waits at most
+        ``timeout`` for the whole message."""
         deadline = time.monotonic() + timeout
-        n = _frame_count(self._read(_HEAD.size, deadline), self.max_frames)
-        lens = _frame_lengths(self._read(8 * n, deadline), n, self.max_bytes)
-        frames = [self._read(k, deadline) for k in lens]
-        plain = self._opener.open(self._in, frames)
+        head = self._head
+        self._read(memoryview(head)[:4], deadline, wait_first=True)
+        n = _frame_count(head[:4], self.max_frames)
+        if len(head) < 8 * n:
+            self._head = head = bytearray(8 * n)
+        self._read(memoryview(head)[:8 * n], deadline)
+        lens = _frame_lengths(head[:8 * n], n, self.max_bytes)
+        total = sum(lens)
+        if len(self._cipher) < total:
+            self._cipher = bytearray(total)
+        cview = memoryview(self._cipher)
+        self._read(cview[:total], deadline)
+        frames, pos = [], 0
+        for k in lens:
+            frames.append(cview[pos:pos + k])
+            pos += k
+        i = self._in % len(self._plain)
+        if len(self._plain[i]) < total + 16 * n:
+            self._plain[i] = bytearray(total + 16 * n)
+        plain = self._opener.open_into(self._in, frames, memoryview(self._plain[i]))
         self._in += 1
-        return plain, _HEAD.size + 8 * n + sum(lens)
+        return plain, 4 + 8 * n + total
 
-    def _read(self, n: int, deadline: float) -> bytearray:
-        buf = bytearray(n)
-        view, got = memoryview(buf), 0
+    def _read(self, view: memoryview, deadline: float, wait_first: bool = False) -> None:
+        """Fill ``view`` from the socket (``wait_first``: a new message, which has usually not
+        arrived yet: wait before the first read; the rest of it usually has)."""
+        n, got = len(view), 0
         while got < n:
             self._check()
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                raise ChannelTimeout("the peer's data message stalled")
+            if wait_first and not got:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    raise ChannelTimeout("the peer's data message stalled")
             try:
-                k = self.sock.recv_into(view[got:])
+                k = self.sock.recv_into(view[got:], 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    raise ChannelTimeout("the peer's data message stalled") from None
+                continue
             except OSError as exc:
                 raise ChannelClosed(f"the peer's data connection failed: {exc}") from None
             if k == 0:
                 raise ChannelClosed("the peer closed the data connection")
             got += k
-        return buf
 
     def close(self) -> None:
         if self._closed:
