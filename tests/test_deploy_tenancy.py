@@ -65,8 +65,8 @@ def _replay(keys, params, xs, ys, job):
            PartyContext(1, ch1, SeededSource(1, keys[1], dealer.link(1)), EngineConfig(fixed=FIXED))]
     opened, inner = [], ch0.exchange
 
-    def spy(arrays, label=""):
-        got = inner(arrays, label)
+    def spy(arrays, label="", planned=None):
+        got = inner(arrays, label, planned)
         opened.append([np.asarray(a) + g for a, g in zip(arrays, got)])   # what server 0 learns
         return got
     ch0.exchange = spy

@@ -373,3 +373,32 @@ def test_every_socket_is_capped_at_its_links_largest_frame():
     finally:
         c0.close()
         c1.close()
+
+
+def test_planned_rounds_check_the_message_against_the_plan(pair):
+    """A planned round sends a short head instead of a msgpack header; the receiver checks
+    it against its own plan of the round, and refuses a message of another layout."""
+    from ss_engine.comm.channel import PlannedRound
+    make, *_ = pair
+    a, b = make(timeout=5)
+    _run_both(a.open, b.open)
+    x, y = np.arange(6, dtype=np.int64).reshape(2, 3), np.arange(4, dtype=np.uint64)
+    pa = a.plan_round([("<i8", (2, 3))], [("<u8", (4,))])
+    pb = b.plan_round([("<u8", (4,))], [("<i8", (2, 3))])
+    got = _run_both(lambda: a.exchange([x], "r", pa), lambda: b.exchange([y], "r", pb))
+    assert np.array_equal(got[0][0], y) and np.array_equal(got[1][0], x)
+    assert got[1][0].dtype == np.int64 and not got[1][0].flags.writeable
+    sent = a.wire_bytes_sent
+    _run_both(lambda: a.exchange([x], "r", pa), lambda: b.exchange([y], "r", pb))
+    assert a.wire_bytes_sent - sent < x.nbytes + 100     # a 17-byte head, two tags, lengths
+    # a planned round of more arrays than one message may carry goes as any round, both
+    # sides deciding so from the plan
+    k = 2 * DEFAULT_CAPS.max_arrays + 3
+    wide = [np.full(3, i, np.int64) for i in range(k)]
+    pw = [ch.plan_round([("<i8", (3,))] * k, [("<i8", (3,))] * k) for ch in (a, b)]
+    got = _run_both(lambda: a.exchange(wide, "w", pw[0]), lambda: b.exchange(wide, "w", pw[1]))
+    assert all(np.array_equal(g, w) for side in got for g, w in zip(side, wide)) and len(got[0]) == k
+    # the peer planned another layout for the round: refused, not misread
+    wrong = b.plan_round([("<u8", (4,))], [("<i8", (3, 2))])
+    with pytest.raises(ChannelClosed, match="plan"):
+        _run_both(lambda: a.send_only([x], "r", pa), lambda: b.recv_only("r", wrong))

@@ -4,9 +4,17 @@ A *round* is one communication step of a protocol: both parties send in parallel
 wait for the other's message (``exchange``), or one party sends and the other waits
 (``send``/``recv`` of a one-way opening).  Protocol docstrings state their rounds and bytes;
 tests assert the counters below against them.
+
+A *planned* round (a replayed run's, ``protocols.rounds``) was validated once, when its plan
+was made: ``plan_round(sends, receives)`` gives the channel's own description of it
+(``PlannedRound``), and the round's calls carry it, so a channel that can checks the peer's
+message against the planned layout as a whole (its sizes and a digest of its structure)
+instead of decoding and validating every array's header.  The base class, and any channel
+that does not override the planned hooks, runs planned rounds like any other.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -14,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Channel", "ChannelStats", "ChannelClosed", "ChannelTimeout", "validate_arrays",
-           "ALLOWED_DTYPES"]
+           "ALLOWED_DTYPES", "PlannedRound"]
 
 #: dtypes that may cross a channel; anything else is a programming error or an attack.
 ALLOWED_DTYPES = frozenset({"int64", "uint64", "uint32", "int32", "uint8"})
@@ -71,6 +79,30 @@ def validate_arrays(arrays) -> list[np.ndarray]:
     return out
 
 
+@dataclass(frozen=True)
+class PlannedRound:
+    """One planned round as a channel sees it: what this party sends and receives, each a
+    tuple of (dtype, shape), and a digest of each (equal on both parties exactly when the
+    two sides planned the same message)."""
+
+    sends: tuple
+    receives: tuple
+    send_digest: bytes
+    receive_digest: bytes
+    receive_nbytes: tuple
+
+    @classmethod
+    def of(cls, sends, receives) -> "PlannedRound":
+        norm = [tuple((np.dtype(d).str, tuple(int(x) for x in shp)) for d, shp in side)
+                for side in (sends, receives)]
+        for d, _ in norm[0] + norm[1]:
+            if np.dtype(d) not in _ALLOWED:
+                raise TypeError(f"dtype {d} may not cross a channel")
+        dig = [hashlib.sha256(repr(side).encode()).digest()[:8] for side in norm]
+        sizes = tuple(int(np.dtype(d).itemsize) * int(np.prod(shp, dtype=np.int64)) for d, shp in norm[1])
+        return cls(tuple(norm[0]), tuple(norm[1]), dig[0], dig[1], sizes)
+
+
 class Channel(ABC):
     """A bidirectional, ordered, counted link to the peer party."""
 
@@ -87,6 +119,16 @@ class Channel(ABC):
     def close(self) -> None:  # pragma: no cover - trivial default
         pass
 
+    # planned rounds: channels that can do better override these two (module doc)
+    def plan_round(self, sends, receives) -> PlannedRound:
+        return PlannedRound.of(sends, receives)
+
+    def _send_planned(self, arrays: list[np.ndarray], planned: PlannedRound) -> None:
+        self._send(arrays)
+
+    def _recv_planned(self, planned: PlannedRound) -> list[np.ndarray]:
+        return self._recv()
+
     # -- counted API used by protocols ------------------------------------------------------
     def _count(self, label: str, sent: int, received: int) -> None:
         s = self.stats
@@ -94,36 +136,45 @@ class Channel(ABC):
         prev = s.by_label.get(label)
         s.by_label[label] = (1, sent) if prev is None else (prev[0] + 1, prev[1] + sent)
 
-    def exchange(self, arrays, label: str = "") -> list[np.ndarray]:
-        """Send ``arrays`` and receive the peer's arrays of the same round (one round)."""
-        arrays = validate_arrays(arrays)
+    def exchange(self, arrays, label: str = "", planned: PlannedRound | None = None) -> list[np.ndarray]:
+        """Send ``arrays`` and receive the peer's arrays of the same round (one round);
+        ``planned``: the round's plan (its arrays were validated when it was made)."""
+        if planned is None:
+            arrays = validate_arrays(arrays)
         nbytes = 0
         for a in arrays:
             nbytes += a.nbytes
-        self._send(arrays)
+        if planned is None:
+            self._send(arrays)
+        else:
+            self._send_planned(arrays, planned)
         st = self.stats
         st.bytes_sent += nbytes
         st.messages_sent += 1
         t0 = time.perf_counter()
-        got = self._recv()
+        got = self._recv() if planned is None else self._recv_planned(planned)
         st.wait_seconds += time.perf_counter() - t0
         for a in got:
             st.bytes_received += a.nbytes
         self._count(label, nbytes, 0)
         return got
 
-    def send_only(self, arrays, label: str = "") -> None:
+    def send_only(self, arrays, label: str = "", planned: PlannedRound | None = None) -> None:
         """One-way step (e.g. opening to one party); the receiver calls ``recv_only``."""
-        arrays = validate_arrays(arrays)
+        if planned is None:
+            arrays = validate_arrays(arrays)
         nbytes = sum(a.nbytes for a in arrays)
-        self._send(arrays)
+        if planned is None:
+            self._send(arrays)
+        else:
+            self._send_planned(arrays, planned)
         self.stats.bytes_sent += nbytes
         self.stats.messages_sent += 1
         self._count(label, nbytes, 0)
 
-    def recv_only(self, label: str = "") -> list[np.ndarray]:
+    def recv_only(self, label: str = "", planned: PlannedRound | None = None) -> list[np.ndarray]:
         t0 = time.perf_counter()
-        got = self._recv()
+        got = self._recv() if planned is None else self._recv_planned(planned)
         self.stats.wait_seconds += time.perf_counter() - t0
         self.stats.bytes_received += sum(a.nbytes for a in got)
         self._count(label, 0, 0)

@@ -18,6 +18,11 @@ so a restarted peer (which, as party 0, cannot speak first) answers with its new
 endpoint in the message.  A round may carry more arrays than one message may (a batch of
 many concurrent tasks): it goes in consecutive messages of at most ``caps.max_arrays``.
 
+A planned round (a replayed run's: ``comm.channel.PlannedRound``) sends a 17-byte head
+(message number, digest of the planned layout) instead of a msgpack header, and the
+receiver checks the message's head, frame count and sizes against its own plan of the round
+instead of decoding every array's descriptor.
+
 Data plane (``bulk="aes-gcm"``, the default): the HELLOs above travel on the CurveZMQ socket
 and carry, besides the tokens, a fresh AES-256 key per direction and (party 0's) the port of
 an ephemeral TCP listener; party 1 connects to it and every data message then goes over
@@ -36,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -43,14 +49,14 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..comm.channel import Channel, ChannelClosed, ChannelTimeout
+from ..comm.channel import Channel, ChannelClosed, ChannelTimeout, PlannedRound
 from .keys import KeyPair
 from .sealed import KEY_BYTES, FrameSealer, SealError, new_key
 from .sealed_stream import SealedStream, StrangerPolicy, accept_sealed, listen_ephemeral
 from .wire import DEFAULT_CAPS, WireCaps, WireError, decode_message, encode_message
 
 __all__ = ["CurveContext", "ZmqPeerChannel", "RpcClient", "RpcError", "user_id", "bind_retrying",
-           "BULK_CIPHERS", "frame_limit"]
+           "BULK_CIPHERS", "frame_limit", "endpoint_host"]
 
 _POLL_SLICE_MS = 100
 _HELLO_EVERY = 0.2
@@ -62,9 +68,12 @@ _BYE_GRACE_MS = 500       # how long a lost data connection waits for the peer's
 _CURVE_FRAME_SLACK = 4096  # CURVE MESSAGE command name, nonce and MAC around a frame
 _ANNOUNCE_EVERY = 1.0     # s of silence from the peer after which we repeat our HELLO
 _MAX_ROUND_ARRAYS = 1 << 16   # arrays of one round, over all its messages
+# a planned round's head frame: 0 (no msgpack header starts so), message number, layout digest
+_PLANNED = 0
+_PLANNED_HEAD = struct.Struct("<BQ8s")
 
 
-def _endpoint_host(endpoint: str) -> str:
+def endpoint_host(endpoint: str) -> str:
     """"tcp://HOST:PORT" -> HOST (brackets of an IPv6 literal kept)."""
     if not endpoint.startswith("tcp://") or ":" not in endpoint[6:]:
         raise ValueError(f"peer endpoint must be tcp://HOST:PORT, got {endpoint!r}")
@@ -208,7 +217,7 @@ class ZmqPeerChannel(Channel):
         if bulk == "aes-gcm":
             self._send_key = new_key()
             if rank == 0:
-                self._listener, self._data_port = listen_ephemeral(_endpoint_host(endpoint))
+                self._listener, self._data_port = listen_ephemeral(endpoint_host(endpoint))
 
     def _hello(self, meta: dict) -> dict:
         h = {"type": "hello", "s": self.token, "seen": self.peer_token or "", "meta": meta,
@@ -282,7 +291,7 @@ class ZmqPeerChannel(Channel):
             port = h.get("dp")
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise ChannelClosed("the peer's HELLO carries no valid data port")
-            host = _endpoint_host(self.endpoint).strip("[]")
+            host = endpoint_host(self.endpoint).strip("[]")
             try:
                 conn = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
             except OSError as exc:
@@ -321,18 +330,35 @@ class ZmqPeerChannel(Channel):
             raise ChannelClosed("channel is closed")
         self.wire_bytes_sent += self.data.send(encode_message(header, arrays))
 
-    def _data_read(self) -> tuple[dict, list[np.ndarray]]:
-        """The next message of the (authenticated) data stream.  A message that fails
+    def _data_frames(self) -> list:
+        """The next message of the (authenticated) data stream, opened.  A message that fails
         authentication there means tampering on the wire: the session ends."""
         try:
             plain, nbytes = self.data.recv(self.timeout)
         except SealError as exc:
             raise ChannelClosed(f"peer data failed authentication ({exc}): session closed") from None
         self.wire_bytes_received += nbytes
-        try:
-            return decode_message(plain, self.caps)
-        except WireError as exc:
-            raise ChannelClosed(f"malformed message from the peer: {exc}") from None
+        return plain
+
+    def _planned_arrays(self, frames: list, planned: PlannedRound) -> list[np.ndarray]:
+        """A planned round's message, checked against its plan as a whole: the head names
+        the next message and the digest of the planned layout, the frames have its sizes."""
+        head = frames[0]
+        if len(head) != _PLANNED_HEAD.size or head[0] != _PLANNED:
+            raise ChannelClosed("the peer sent an unplanned message in a planned round")
+        _, seq, digest = _PLANNED_HEAD.unpack(head)
+        if seq != self._in_seq:
+            raise ChannelClosed(f"peer message {seq} out of order (expected {self._in_seq})")
+        if digest != planned.receive_digest or len(frames) - 1 != len(planned.receives) or \
+                any(len(f) != n for f, n in zip(frames[1:], planned.receive_nbytes)):
+            raise ChannelClosed("the peer's message does not match the round's plan")
+        self._in_seq += 1
+        out = []
+        for f, (dt, shape) in zip(frames[1:], planned.receives):
+            a = np.frombuffer(f, dtype=dt).reshape(shape)
+            a.flags.writeable = False
+            out.append(a)
+        return out
 
     # -- transport hooks ------------------------------------------------------------------
     def _raw_send(self, header: dict, arrays=(), *, handshake: bool = False) -> None:
@@ -393,18 +419,42 @@ class ZmqPeerChannel(Channel):
                 self._raw_send(header, part)
             self._out_seq += 1
 
+    def _one_planned_message(self, arrays) -> bool:
+        """A planned round goes as one planned message on the data plane, unless it carries
+        more arrays than one message may (then as any round: both sides decide alike, from
+        the same plan)."""
+        return self.data is not None and len(arrays) <= self.caps.max_arrays
+
+    def _send_planned(self, arrays: list[np.ndarray], planned: PlannedRound) -> None:
+        """A planned round's message: a 17-byte head (message number, the plan's digest of
+        the layout) instead of a msgpack header describing every array."""
+        if not self._one_planned_message(planned.sends):
+            return self._send(arrays)
+        if self._closed:
+            raise ChannelClosed("channel is closed")
+        head = _PLANNED_HEAD.pack(_PLANNED, self._out_seq, planned.send_digest)
+        self.wire_bytes_sent += self.data.send([head, *arrays])
+        self._out_seq += 1
+
+    def _recv_planned(self, planned: PlannedRound) -> list[np.ndarray]:
+        if not self._one_planned_message(planned.receives):
+            return self._recv()
+        return self._recv_message(planned)[1]
+
     def _recv(self) -> list[np.ndarray]:
         """One round's arrays: the peer's messages up to one without "more"."""
         arrays, more = [], True
         while more:
-            h, part = self._recv_message()
+            h, part = self._recv_message(None)
             arrays += part
             more = h.get("more", False) is True
             if len(arrays) > _MAX_ROUND_ARRAYS:
                 raise ChannelClosed(f"the peer sent a round of over {_MAX_ROUND_ARRAYS} arrays")
         return arrays
 
-    def _recv_message(self) -> tuple[dict, list[np.ndarray]]:
+    def _recv_message(self, planned: PlannedRound | None) -> tuple[dict | None, list[np.ndarray]]:
+        """The peer's next data message: (header, arrays), or for a planned round (None,
+        arrays) checked against its plan."""
         if self._closed:
             raise ChannelClosed("channel is closed")
         deadline = time.monotonic() + self.timeout
@@ -425,11 +475,16 @@ class ZmqPeerChannel(Channel):
                 h, arrays = self._raw_recv()  # when bulk="curve")
             else:
                 try:
-                    h, arrays = self._data_read()
-                except ChannelClosed:
+                    frames = self._data_frames()
+                    if planned is not None:
+                        return None, self._planned_arrays(frames, planned)
+                    h, arrays = decode_message(frames, self.caps)
+                except (ChannelClosed, WireError) as exc:
                     # a peer that leaves says why on the CurveZMQ socket; prefer its words
                     if self.sock.poll(_BYE_GRACE_MS):
                         self._raise_for_control(self._raw_recv()[0])
+                    if isinstance(exc, WireError):
+                        raise ChannelClosed(f"malformed message from the peer: {exc}") from None
                     raise
             t, tok = h["type"], h.get("s")
             if (t == "hello" and tok == self.peer_token) or (t == "bye" and tok != self.peer_token):

@@ -271,19 +271,25 @@ class RoundPlan:
     and two alternating sets of reply and send buffers (with read-only views of the reply
     buffers), made at the first replay."""
 
-    __slots__ = ("layouts", "sends", "slots", "uses")
+    __slots__ = ("layouts", "sends", "slots", "uses", "channel_rounds")
 
     def __init__(self, layouts: list, sends: list) -> None:
         self.layouts, self.sends = layouts, sends
         self.slots: list | None = None
         self.uses = 0
+        self.channel_rounds: list | None = None
 
-    def next_slot(self) -> tuple[list, list]:
+    def next_slot(self, ctx: PartyContext) -> tuple[list, list]:
         """This replay's (reply buffers: per round, per request, (buffers, views) or None;
-        send buffers, in ``outgoing`` order)."""
+        send buffers, in ``outgoing`` order).  The first replay makes them, and validates
+        every round with the channel (``Channel.plan_round``)."""
         if self.slots is None:
             self.slots = [([self._buffers(rnd) for rnd in self.layouts],
                            [np.empty(shape, np.int64) for shape in self.sends]) for _ in range(2)]
+            rank, peer = ctx.rank, 1 - ctx.rank
+            self.channel_rounds = [ctx.channel.plan_round(
+                [a for _, _, to, arrays in rnd if to != rank for a in arrays],
+                [a for _, _, to, arrays in rnd if to != peer for a in arrays]) for rnd in self.layouts]
         slot = self.slots[self.uses % 2]
         self.uses += 1
         return slot
@@ -329,7 +335,7 @@ class Scheduler:
                 arena = _Arena([], None)
             else:
                 plans.move_to_end(key)
-                self._replay, sends = rp.next_slot()
+                self._replay, sends = rp.next_slot(ctx)
                 arena = _Arena(rp.sends, sends)
         if plan is not None:
             source.record(plan.material)
@@ -425,23 +431,27 @@ class Scheduler:
         if self.plan is not None:
             self.plan.rounds.append(RoundLayout(tuple(req.layout() for req in requests),
                                                 len(self.plan.material)))
-        planned = None
+        planned = on_wire = None
         if self._replay is not None:
             i = self._index
             self._index = i + 1
             if i >= len(self._replay) or len(self._replay[i]) != len(requests):
                 raise RuntimeError(f"round {i} of a replayed run leaves its plan (key {self.key!r})")
             planned = self._replay[i]
+            on_wire = self._round_plan.channel_rounds[i]
+            if len(out) != len(on_wire.sends) or any(a.shape != shp or a.dtype.str != d
+                                                     for a, (d, shp) in zip(out, on_wire.sends)):
+                raise RuntimeError(f"round {i} of a replayed run leaves its plan (key {self.key!r})")
         elif self._layouts is not None:
             self._layouts.append(tuple(req.layout() for req in requests))
         ch = self.ctx.channel
         if i_send and peer_sends:
-            theirs = ch.exchange(out, label)
+            theirs = ch.exchange(out, label, on_wire)
         elif i_send:
-            ch.send_only(out, label)
+            ch.send_only(out, label, on_wire)
             theirs = []
         else:
-            theirs = ch.recv_only(label)
+            theirs = ch.recv_only(label, on_wire)
         replies, pos = [], 0
         for j, req in enumerate(requests):
             mine = req.arrays
