@@ -14,7 +14,8 @@ says the job ended -- after which the instance is never served again.  A party r
 the plans it replays and announces its runs; a generator thread per instance computes
 each announced run once, in nonce order, at most ``window_steps`` runs beyond the party's
 position, and pushes each party its blob (party 1 its corrections; party 0 only the
-fields dealt to it, so nothing for today's protocols).
+fields dealt to it, so nothing for today's protocols), on the party's AES-GCM data plane
+when it made one (``ss_engine.net.dealer_data``), else on CurveZMQ.
 """
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ from collections import OrderedDict
 import numpy as np
 import zmq
 
-from ss_engine.net.dealer_link import (DEALER_REQUEST_CAPS, NONCE_BYTES, material_frames,
+from ss_engine.net.dealer_link import (DEALER_CAPS, DEALER_REQUEST_CAPS, NONCE_BYTES, material_frames,
                                        parse_plan, parse_spec)
 from ss_engine.net.keys import load_keypair, load_public_key, public_path
 from ss_engine.net.wire import (JOB_ID_RE, WireError, decode_message, encode_message,
                                  expect_bool, expect_bytes, expect_int, expect_list, expect_str)
-from ss_engine.net.zmq_channel import CurveContext, bind_retrying, user_id
+from ss_engine.comm.channel import ChannelClosed
+from ss_engine.net.dealer_data import DataListener
+from ss_engine.net.zmq_channel import CurveContext, bind_retrying, endpoint_host, user_id
 from ss_engine.deploy.config import DeployConfig
 from ss_engine.preprocessing.expand import DealerCore
 from ss_engine.preprocessing.plan import MaterialPlan
@@ -53,8 +56,9 @@ class _Job:
     """One job instance's generator: its plans, the runs announced, the thread that
     generates them within the window and pushes each party its blob."""
 
-    def __init__(self, inst: Instance, window_steps: int, ctx: zmq.Context):
-        self.name = inst.job
+    def __init__(self, inst: Instance, window_steps: int, ctx: zmq.Context, streams: dict):
+        self.name, self.iid = inst.job, inst.iid
+        self.streams = streams   # (instance id, rank) -> the party's data plane (shared)
         self.core = DealerCore(*inst.keys, cache_items=256)
         self.window = max(1, int(window_steps))
         self.cond = threading.Condition()
@@ -154,10 +158,18 @@ class _Job:
                     continue
                 self.runs_generated += 1
                 for rank, ident in to.items():
-                    if rank in blobs:
-                        out.send_multipart([ident, *encode_message(
-                            {"type": "blob", "job": self.name, "nonce": nonce, "digest": plan.digest},
-                            [blobs[rank]])], copy=False)
+                    if rank not in blobs:
+                        continue
+                    frames = encode_message({"type": "blob", "job": self.name, "nonce": nonce,
+                                             "digest": plan.digest}, [blobs[rank]])
+                    stream = self.streams.get((self.iid, rank))
+                    if stream is not None:
+                        try:
+                            stream.send(frames)
+                            continue
+                        except ChannelClosed:   # the party is gone or restarting: CurveZMQ then
+                            self.streams.pop((self.iid, rank), None)
+                    out.send_multipart([ident, *frames], copy=False)
         finally:
             out.close()
 
@@ -178,6 +190,8 @@ class DealerService:
         self.inbox = self.curve.ctx.socket(zmq.PULL)
         self.inbox.bind("inproc://dealer-out")
         self.jobs: OrderedDict[str, _Job] = OrderedDict()
+        self.streams: dict = {}   # (instance id, rank) -> SealedStream of the party's data plane
+        self.data = DataListener(endpoint_host(cfg.dealer.endpoint), self._attach_data, DEALER_CAPS)
         self.handled = self.errors = 0
 
     # -- instances ------------------------------------------------------------------------
@@ -187,7 +201,7 @@ class DealerService:
         if job is not None:
             self.jobs.move_to_end(inst.iid)
             return job
-        job = _Job(inst, self.cfg.dealer.window_steps, self.curve.ctx)
+        job = _Job(inst, self.cfg.dealer.window_steps, self.curve.ctx, self.streams)
         self.jobs[inst.iid] = job
         while len(self.jobs) > self.cfg.job_limit:
             _, old = self.jobs.popitem(last=False)
@@ -210,9 +224,17 @@ class DealerService:
         if not ready:
             return []
         inst = self.instances.get(name, nonce)
-        return [(i, encode_message({"type": "keys", "job": name, "rid": r},
+        return [(i, encode_message({"type": "keys", "job": name, "rid": r,
+                                    "data": self.data.grant((inst.iid, p))},
                                    [np.frombuffer(inst.keys[p], np.uint8).copy()]))
                 for p, (i, r) in ready]
+
+    def _attach_data(self, owner: tuple, stream) -> None:
+        """A party proved its data grant: its blobs go on this stream from now on."""
+        old = self.streams.get(owner)
+        self.streams[owner] = stream
+        if old is not None:
+            old.close()
 
     # -- requests -------------------------------------------------------------------------
     def handle(self, ident: bytes, frames: list) -> list[tuple[bytes, list]]:
@@ -234,6 +256,10 @@ class DealerService:
             old = self.jobs.pop(iid, None)
             if old is not None:
                 old.stop()
+            for rank in (0, 1):
+                stream = self.streams.pop((iid, rank), None)
+                if stream is not None:
+                    stream.close()
             log.info("job %s: instance %s released; its keys are deleted", job, iid)
             return [(ident, encode_message({"type": "released", "job": job, "rid": rid}))]
         if t == "get":
@@ -290,6 +316,9 @@ class DealerService:
                     self.sock.send_multipart([to, *reply], copy=False)
 
     def close(self) -> None:
+        self.data.close()
+        for stream in list(self.streams.values()):
+            stream.close()
         for j in self.jobs.values():
             j.stop()
         for j in self.jobs.values():

@@ -73,7 +73,7 @@ class Live:
 #: steps of a session that the steady-state figures leave out
 WARM_STEPS = 2
 #: dealer-link figures that describe a session rather than add up over sessions
-_PER_SESSION: tuple = ()
+_PER_SESSION = ("data_plane",)
 
 
 def _added(total: dict, session: dict) -> dict:

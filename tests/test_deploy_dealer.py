@@ -119,6 +119,7 @@ def test_remote_dealer_equals_in_process_bit_for_bit(dealer):
     s = l1.stats.as_dict()
     # the first step asks item by item and registers its plan; steps 2-4 are one blob each
     assert s["plans"] == 1 and s["blobs"] == 3 and s["resends"] == 0, s
+    assert s["data_plane"] and s["bytes_received"] > 3 * 6 * 16 * 128 * 8   # blobs on AES-GCM
     assert 0 < s["requests"] < ctx[1].source.stats.items / 4, s
     # party 0 never hears from the dealer: no request, no plan, no blob
     assert l0.stats.requests == l0.stats.plans == l0.stats.blobs == 0
@@ -211,19 +212,71 @@ def test_dealer_process_gives_either_party_its_fields_per_item_and_per_run(deale
     for lk in (l0, l1):
         lk.register(plan)
     blobs = {}
-    for nonce in (7, 8):
+    assert l0.stats.data_plane and l1.stats.data_plane
+    for nonce in (7, 8, 9):
+        if nonce == 9:   # the data plane breaks: the blobs come on CurveZMQ, the same
+            for stream in list(svc.streams.values()):
+                stream.close()
         for rank, lk in ((0, l0), (1, l1)):
-            lk.announce(nonce, [(nonce, plan), (nonce + 1, plan)])
+            lk.announce(nonce, [(nonce, plan)] + ([(nonce + 1, plan)] if nonce == 7 else []))
             blobs[rank, nonce] = lk.blob(nonce, plan)
         want = core.step(nonce, plan)
         assert np.array_equal(blobs[0, nonce], want[0]) and np.array_equal(blobs[1, nonce], want[1])
     assert blobs[0, 7].shape == (6,) and blobs[1, 7].shape == (12,)
+    assert not l1.stats.data_plane
     assert not np.array_equal(blobs[0, 7], blobs[0, 8])
     # a run announced with one plan is never generated with another
     other = MaterialPlan([TruncSpec((4,), 16)])
     l1.register(other)
-    l1.announce(8, [(8, other)])
+    l1.announce(9, [(9, other)])
     with pytest.raises(ChannelClosed, match="another plan"):
-        l1.blob(8, other)
+        l1.blob(9, other)
+    l0.close()
+    l1.close()
+
+
+def test_dealer_data_port_refuses_a_stranger_and_a_wrong_key(dealer):
+    """The data port is plain TCP: a connection with an unknown link id, or with a granted
+    id but a READY not sealed under the grant's key, is closed and never gets a blob; the
+    forgery does not use up the party's grant."""
+    import socket
+    import time
+    from ss_engine.net.dealer_data import data_grant, connect_data
+    from ss_engine.net.dealer_link import DEALER_CAPS
+    cfg, svc, link = dealer
+    port = svc.data.port
+
+    def closed_by_dealer(conn) -> bool:
+        conn.settimeout(5)
+        try:
+            return conn.recv(1) == b""
+        except ConnectionResetError:
+            return True
+    stranger = socket.create_connection(("127.0.0.1", port))
+    stranger.sendall(os.urandom(16))
+    assert closed_by_dealer(stranger)
+    stranger.close()
+    real = svc.data.grant(("someone", 1))
+    forged = {**data_grant(port), "link": real["link"]}   # the id leaked, the keys did not
+    bad = connect_data("127.0.0.1", forged, 5, 2, DEALER_CAPS)
+    assert closed_by_dealer(bad.sock)
+    bad.close()
+    deadline = time.monotonic() + 5
+    while svc.data.rejected < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert svc.data.rejected == 2 and ("someone", 1) not in svc.streams
+    good = connect_data("127.0.0.1", real, 5, 2, DEALER_CAPS)   # the grant was not used up
+    while ("someone", 1) not in svc.streams and time.monotonic() < deadline + 5:
+        time.sleep(0.01)
+    assert ("someone", 1) in svc.streams and svc.data.rejected == 2
+    good.close()
+    # a flood of silent connections (more than may wait at once) costs the parties nothing
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    t0 = time.monotonic()
+    l0, l1 = link(0, "jobD"), link(1, "jobD")
+    open_both(l0, l1)
+    assert l0.stats.data_plane and l1.stats.data_plane and time.monotonic() - t0 < 3
+    for c in silent:
+        c.close()
     l0.close()
     l1.close()

@@ -18,7 +18,8 @@ created), so two jobs that share a name never share seeds:
               order, at most ``window`` runs beyond ``at``, and pushes
     blob      {nonce, digest} + [int64 (n,)]   the party's part of one run, in the plan's
               blob layout (party 1: its corrections and dealt fields; party 0: its dealt
-              fields -- none for today's protocols, so party 0 gets no blob at all)
+              fields -- none for today's protocols, so party 0 gets no blob at all); on the
+              data plane when the party holds one, else on CurveZMQ
     need_plan {digest}              (dealer -> party) announced with a plan it does not hold
     refused   {nonce, message}      (dealer -> party) a run it will not generate
     release   {job, nonce}          -> released   the job ended or was deleted: the dealer
@@ -46,7 +47,8 @@ from ..preprocessing.source import DealerLink
 from ..preprocessing.specs import RING, Addr, ItemRef, MaterialSpec, received_fields, spec_from_wire
 from ..prg import SEED_BYTES
 from .wire import WireCaps, WireError, decode_message, encode_message
-from .zmq_channel import CurveContext
+from .dealer_data import connect_data
+from .zmq_channel import CurveContext, endpoint_host
 
 __all__ = ["RemoteDealerLink", "DealerLinkStats", "check_spec", "parse_spec", "parse_plan",
            "material_frames", "DEALER_CAPS", "DEALER_REQUEST_CAPS", "MAX_ITEM_ELEMENTS",
@@ -57,6 +59,7 @@ MAX_ITEM_ELEMENTS = 1 << 24
 #: most items a plan may hold, and most elements of one run's blob
 MAX_PLAN_ITEMS = 20_000
 _RESEND_AFTER = 3.0
+_TAKEN_KEPT = 64   # recent runs whose late duplicates a link drops
 DEALER_CAPS = WireCaps(max_header_bytes=4 << 20, max_container=1 << 16, max_elements=MAX_ITEM_ELEMENTS)
 #: what the dealer accepts from a party: headers only (a plan is the largest)
 DEALER_REQUEST_CAPS = dataclasses.replace(DEALER_CAPS, max_arrays=0, max_elements=0, max_total_bytes=0)
@@ -161,6 +164,7 @@ class DealerLinkStats:
     blobs: int = 0              # replayed runs' blobs received
     plans: int = 0              # plans registered
     resends: int = 0            # plans/runs sent again while waiting for a blob
+    data_plane: bool = False    # blobs arrive on the AES-GCM data plane (else CurveZMQ)
     wait_seconds: float = 0.0   # time blocked on the dealer
     bytes_received: int = 0
 
@@ -185,8 +189,14 @@ class RemoteDealerLink(DealerLink):
         self._rid = 0
         self._plans: dict[bytes, MaterialPlan] = {}
         self._blobs: dict[int, tuple[bytes, np.ndarray]] = {}
+        # runs already taken: a blob pushed again for one (after a resend) is dropped, never
+        # mistaken for the answer to a later announcement of the same nonce
+        self._taken: dict[int, None] = {}
         self._last_runs: tuple[int, list] = (0, [])
         self._closed = False
+        self._data = None   # the data plane's SealedStream, once ``open`` made it
+        self._poller = zmq.Poller()
+        self._poller.register(self.sock, zmq.POLLIN)
 
     # -- messages -----------------------------------------------------------------------
     def _send(self, header: dict, arrays=()) -> list:
@@ -199,12 +209,44 @@ class RemoteDealerLink(DealerLink):
     def _read(self) -> tuple[dict, list]:
         frames = self.sock.recv_multipart(copy=False)
         self.stats.bytes_received += sum(len(f) for f in frames)
+        return self._take(frames)
+
+    def _read_data(self) -> None:
+        """One message of the data plane (a blob); a broken data plane falls back to zmq."""
+        try:
+            frames, nbytes = self._data.recv(self.timeout)
+        except (ChannelClosed, ChannelTimeout, WireError, ValueError) as exc:
+            self._drop_data(exc)
+            return
+        self.stats.bytes_received += nbytes
+        self._take(frames)
+
+    def _drop_data(self, why) -> None:
+        if self._data is not None:
+            self._poller.unregister(self._data.fileno())
+            self._data.close()
+            self._data = None
+            self.stats.data_plane = False
+            self._resend_all()
+
+    def _wait(self, ms: int) -> None:
+        """Read whatever arrives within ``ms`` on the control socket and the data plane."""
+        for s, _ in self._poller.poll(max(1, ms)):
+            if s is self.sock:
+                while self.sock.poll(0):
+                    self._read()
+            elif self._data is not None:
+                self._read_data()
+
+    def _take(self, frames) -> tuple[dict, list]:
         try:
             h, arrays = decode_message(frames, DEALER_CAPS)
         except WireError as exc:
             raise ChannelClosed(f"malformed message from the dealer: {exc}") from None
         t = h["type"]
         if t == "blob" and isinstance(h.get("nonce"), int) and len(arrays) == 1:
+            if h["nonce"] in self._taken:
+                return h, arrays
             self._blobs[h["nonce"]] = (h.get("digest"), arrays[0])
         elif t == "need_plan" and h.get("digest") in self._plans:
             self._send({"type": "plan", "plan": self._plans[h["digest"]].to_wire()})
@@ -248,7 +290,16 @@ class RemoteDealerLink(DealerLink):
         if h["type"] != "keys" or len(arrays) != 1 or arrays[0].dtype != np.uint8 \
                 or arrays[0].shape != (SEED_BYTES,):
             raise ChannelClosed("dealer answered open with a malformed key")
-        return arrays[0].tobytes()
+        key = arrays[0].tobytes()
+        if "data" in h and self._data is None:
+            try:
+                self._data = connect_data(endpoint_host(self.endpoint), h["data"], min(5.0, self.timeout),
+                                          self.window + 4, DEALER_CAPS)
+                self._poller.register(self._data.fileno(), zmq.POLLIN)
+                self.stats.data_plane = True
+            except (ChannelClosed, OSError, ValueError):
+                self._data = None   # blobs come on CurveZMQ
+        return key
 
     def release(self) -> None:
         """The job ended or was deleted: the dealer forgets the instance's keys for good."""
@@ -293,21 +344,32 @@ class RemoteDealerLink(DealerLink):
                 raise ChannelTimeout(f"no material for run {nonce} from the dealer at {self.endpoint} "
                                      f"within {self.timeout:.0f} s")
             if now >= resend:   # the dealer restarted, or a push was lost: say it all again
-                self.stats.resends += 1
-                self._send({"type": "plan", "plan": plan.to_wire()})
-                self._send({"type": "runs", "at": int(nonce), "runs": [[int(nonce), plan.digest]],
-                            "again": True})
+                self._resend_all(nonce, plan)
                 resend = now + _RESEND_AFTER
-            if self.sock.poll(max(1, int(1000 * (min(resend, deadline) - now)))):
-                self._read()
+            self._wait(int(1000 * (min(resend, deadline) - now)))
         digest, blob = self._blobs.pop(nonce)
+        self._taken[nonce] = None
+        while len(self._taken) > _TAKEN_KEPT:
+            del self._taken[next(iter(self._taken))]
         if digest != plan.digest:
             raise PlanDeviation(f"the dealer generated run {nonce} with another plan")
         self.stats.blobs += 1
         self.stats.wait_seconds += time.perf_counter() - t0
         return blob
 
+    def _resend_all(self, nonce: int | None = None, plan: MaterialPlan | None = None) -> None:
+        """Say every plan and the runs waited for again (idempotent: after a dealer restart, a
+        lost push, or a broken data plane)."""
+        self.stats.resends += 1
+        for p in ([plan] if plan is not None else self._plans.values()):
+            self._send({"type": "plan", "plan": p.to_wire()})
+        at, runs = self._last_runs if nonce is None else (int(nonce), [[int(nonce), plan.digest]])
+        if runs:
+            self._send({"type": "runs", "at": at, "runs": runs, "again": True})
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._data is not None:
+                self._data.close()
             self.sock.close(linger=0)

@@ -38,7 +38,8 @@ from typing import Callable, Iterator, Sequence
 from ..comm.channel import ChannelClosed, ChannelTimeout
 from .sealed import TAG_BYTES, FrameSealer, SealError
 
-__all__ = ["SealedStream", "listen_ephemeral", "accept_sealed", "StrangerPolicy"]
+__all__ = ["SealedStream", "listen_ephemeral", "accept_sealed", "accept_queued", "StrangerPolicy",
+           "FirstMessage"]
 
 _HEAD = struct.Struct("<I")
 _SMALL = 1 << 16  # below this a message is sent as one joined buffer (one segment)
@@ -243,7 +244,7 @@ class StrangerPolicy:
         self.max_frames, self.max_bytes = int(max_frames), int(max_bytes)
 
 
-class _FirstMessage:
+class FirstMessage:
     """Reads one sealed message from a non-blocking socket, never a byte past it (the
     peer may send its next message right behind)."""
 
@@ -305,7 +306,7 @@ def accept_sealed(listener: socket.socket, sealer: FrameSealer, opener: FrameSea
     listener.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
-    pending: dict[socket.socket, _FirstMessage] = {}   # insertion order: oldest first
+    pending: dict[socket.socket, FirstMessage] = {}   # insertion order: oldest first
 
     def drop(conn: socket.socket) -> None:
         sel.unregister(conn)
@@ -317,7 +318,7 @@ def accept_sealed(listener: socket.socket, sealer: FrameSealer, opener: FrameSea
         if len(pending) >= policy.max_pending:
             drop(next(iter(pending)))
         conn.setblocking(False)
-        pending[conn] = _FirstMessage(conn, policy, time.monotonic() + policy.wait)
+        pending[conn] = FirstMessage(conn, policy, time.monotonic() + policy.wait)
         sel.register(conn, selectors.EVENT_READ)
 
     def proves_peer(conn: socket.socket) -> bool:
@@ -348,7 +349,7 @@ def accept_sealed(listener: socket.socket, sealer: FrameSealer, opener: FrameSea
             wake = min([deadline] + [r.deadline for r in pending.values()])
             for key, _ in sel.select(max(0.0, wake - now)):
                 if key.fileobj is listener:
-                    for conn in _accept_queued(listener, policy):
+                    for conn in accept_queued(listener, policy):
                         admit(conn)   # read at once: the peer's READY follows its connect
                         if proves_peer(conn):
                             return established(conn)
@@ -360,7 +361,7 @@ def accept_sealed(listener: socket.socket, sealer: FrameSealer, opener: FrameSea
         sel.close()
 
 
-def _accept_queued(listener: socket.socket, policy: StrangerPolicy) -> Iterator[socket.socket]:
+def accept_queued(listener: socket.socket, policy: StrangerPolicy) -> Iterator[socket.socket]:
     """The connections the kernel has queued, one by one (a full queue would delay the
     peer); at most ``policy.max_pending`` per call, so a flood cannot starve the reads."""
     for _ in range(policy.max_pending):
