@@ -13,8 +13,9 @@ Per run, in the local runtime (two party threads, the dealer's thread):
     shapes) and its keystream (both parties' and the dealer's fills of the plan's regions),
     each timed alone, summed, divided by the cores; and step / floor.
 Through the three processes (dealer and two servers on this machine): wall time per step
-from the servers' clocks and each process's CPU clock (utime + stime) per step over the
-training.  And the ``samples_per_second`` that ``python -m client.cli train --json-out``
+from the servers' clocks and each process's CPU clock (utime + stime) per step over a
+steady window of the training (read from /proc at steps 10 and 90, as the job's status
+reports them: no upload, warm-up or evaluation).  And the ``samples_per_second`` that ``python -m client.cli train --json-out``
 reports over a 100-step epoch (12,800 images), ``--local`` and through the processes.
 
     python -m benchmarks.bench_limits [--quick] [--out benchmarks/out]
@@ -198,29 +199,49 @@ def _proc_cpu(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_limits(train_limit: int = 12800, batch_size: int = 128, dataset: str = "mnist") -> dict:
+def process_limits(train_limit: int = 12800, batch_size: int = 128, dataset: str = "mnist",
+                   window: tuple[int, int] = (10, 90)) -> dict:
     """Network-a through the dealer and two server processes on this machine: the servers'
-    step times and each process's CPU clock per step over the run."""
+    step times, and each process's CPU clock per step between steps ``window`` (read from
+    /proc while the job runs: steady state, without upload, warm-up or evaluation)."""
+    from client.session import ClientSession
     from client.train import train_remote
     from ss_engine.deploy.launch import launch_local
     from ss_engine.request import TrainRequest
     req = TrainRequest.build(dataset=dataset, train_limit=train_limit, test_limit=500,
                              batch_size=batch_size, epochs=1, secure_eval=0, progress=False)
+    steps_total = math.ceil(train_limit / batch_size)
+    lo, hi = window[0], min(window[1], steps_total - 2)
+    out: dict = {}
     with tempfile.TemporaryDirectory() as root:
         with launch_local(root=root) as dep:
             pids = {n: h.pid for n, h in dep.handles.items()}
-            before = {n: _proc_cpu(p) for n, p in pids.items()}
-            r = train_remote(dep.config, req, timeout=3600)
-            after = {n: _proc_cpu(p) for n, p in pids.items()}
-    steps = r["steps"]
-    cpu = {n: (after[n] - before[n]) / steps for n in pids}
+            job = "limits"
+            th = threading.Thread(target=lambda: out.update(
+                r=train_remote(dep.config, req, job=job, timeout=3600)), daemon=True)
+            th.start()
+            marks = {}
+            with ClientSession(dep.config, timeout=10) as sess:
+                while th.is_alive() and len(marks) < 2:
+                    try:
+                        step = sess.status(job, timeout=5)[0][0].get("step", 0)
+                    except Exception:  # noqa: BLE001 - not created yet, or busy: ask again
+                        step = 0
+                    for name, at in (("lo", lo), ("hi", hi)):
+                        if name not in marks and step >= at:
+                            marks[name] = (step, time.perf_counter(), {n: _proc_cpu(p) for n, p in pids.items()})
+                    time.sleep(0.05)
+            th.join()
+    r = out["r"]
+    (s0, t0, c0), (s1, t1, c1) = marks["lo"], marks["hi"]
+    n = s1 - s0
+    cpu = {name: (c1[name] - c0[name]) / n for name in pids}
     cpu["sum"] = sum(cpu.values())
-    return {"model": "network-a", "batch_size": batch_size, "steps": steps,
+    return {"model": "network-a", "batch_size": batch_size, "steps": r["steps"],
             "samples_per_second": r["samples_per_second"], "seconds_per_step": r["seconds_per_step"],
             "steady_samples_per_second": r["steady_samples_per_second"],
-            "cpu_seconds_per_step": cpu,
-            "cpu_note": "process clocks over the whole job (upload, warm-up and evaluation included)",
-            "dealer_link": r["dealer_link"], "bytes_per_step": r["bytes_per_step"]}
+            "window_steps": [s0, s1], "window_seconds_per_step": (t1 - t0) / n,
+            "cpu_seconds_per_step": cpu, "dealer_link": r["dealer_link"], "bytes_per_step": r["bytes_per_step"]}
 
 
 def cli_epoch(local: bool, train_limit: int = 12800, batch_size: int = 128) -> dict:

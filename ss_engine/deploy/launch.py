@@ -148,6 +148,9 @@ def _env() -> dict:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("NUMBA_CACHE_DIR", str(Path(root) / ".numba_cache"))
+    # three compute processes on one machine keep its cores busy together: a kernel's thread
+    # team only waits for a busy core (measured, network-a: 147 vs 199 ms of CPU per step)
+    env.setdefault("SS_ENGINE_NUM_THREADS", "1")   # kernels.NUM_THREADS_ENV (not imported: numba)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
