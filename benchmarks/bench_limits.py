@@ -15,7 +15,8 @@ Per run, in the local runtime (two party threads, the dealer's thread):
 Through the three processes (dealer and two servers on this machine): wall time per step
 from the servers' clocks and each process's CPU clock (utime + stime) per step over a
 steady window of the training (read from /proc at steps 10 and 90, as the job's status
-reports them: no upload, warm-up or evaluation).  And the ``samples_per_second`` that ``python -m client.cli train --json-out``
+reports them: no upload, warm-up or evaluation), and split by thread: the busiest (the
+step), zmq's I/O threads, the rest.  And the ``samples_per_second`` that ``python -m client.cli train --json-out``
 reports over a 100-step epoch (12,800 images), ``--local`` and through the processes.
 
     python -m benchmarks.bench_limits [--quick] [--out benchmarks/out]
@@ -193,10 +194,38 @@ def local_limits(model: str = "network-a", batch_size: int = 128, warm: int = 3,
     }
 
 
+def _stat_cpu(path: str) -> tuple[str, float]:
+    """(comm, utime + stime in seconds) of a /proc stat file."""
+    with open(path) as fh:
+        raw = fh.read()
+    comm, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+    return comm, (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        f = fh.read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu(f"/proc/{pid}/stat")[1]
+
+
+def _threads_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Each thread's (comm, CPU seconds) of process ``pid``: zmq names its I/O threads
+    (ZMQbg/...), Python threads carry the process's name."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _stat_cpu(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:   # the thread ended
+            pass
+    return out
+
+
+def _thread_split(before: dict, after: dict, steps: int) -> dict:
+    """A process's CPU per step over a window by thread: the busiest thread (the runner's
+    step), zmq's I/O threads, and every other thread."""
+    d = {tid: (comm, sec - before.get(tid, (comm, 0.0))[1]) for tid, (comm, sec) in after.items()}
+    zmq_io = sum(sec for comm, sec in d.values() if comm.startswith("ZMQbg"))
+    rest = sorted((sec for comm, sec in d.values() if not comm.startswith("ZMQbg")), reverse=True)
+    return {"busiest_thread": (rest[0] if rest else 0.0) / steps, "zmq_io_threads": zmq_io / steps,
+            "other_threads": sum(rest[1:]) / steps}
 
 
 def process_limits(train_limit: int = 12800, batch_size: int = 128, dataset: str = "mnist",
@@ -229,19 +258,21 @@ def process_limits(train_limit: int = 12800, batch_size: int = 128, dataset: str
                         step = 0
                     for name, at in (("lo", lo), ("hi", hi)):
                         if name not in marks and step >= at:
-                            marks[name] = (step, time.perf_counter(), {n: _proc_cpu(p) for n, p in pids.items()})
+                            marks[name] = (step, time.perf_counter(), {n: _proc_cpu(p) for n, p in pids.items()},
+                                           {n: _threads_cpu(p) for n, p in pids.items()})
                     time.sleep(0.05)
             th.join()
     r = out["r"]
-    (s0, t0, c0), (s1, t1, c1) = marks["lo"], marks["hi"]
+    (s0, t0, c0, th0), (s1, t1, c1, th1) = marks["lo"], marks["hi"]
     n = s1 - s0
     cpu = {name: (c1[name] - c0[name]) / n for name in pids}
     cpu["sum"] = sum(cpu.values())
+    by_thread = {name: _thread_split(th0[name], th1[name], n) for name in pids}
     return {"model": "network-a", "batch_size": batch_size, "steps": r["steps"],
             "samples_per_second": r["samples_per_second"], "seconds_per_step": r["seconds_per_step"],
             "steady_samples_per_second": r["steady_samples_per_second"],
             "window_steps": [s0, s1], "window_seconds_per_step": (t1 - t0) / n,
-            "cpu_seconds_per_step": cpu, "dealer_link": r["dealer_link"], "bytes_per_step": r["bytes_per_step"]}
+            "cpu_seconds_per_step": cpu, "cpu_seconds_per_step_by_thread": by_thread, "dealer_link": r["dealer_link"], "bytes_per_step": r["bytes_per_step"]}
 
 
 def cli_epoch(local: bool, train_limit: int = 12800, batch_size: int = 128) -> dict:
