@@ -591,15 +591,14 @@ def test_kernels_import_only_numpy_and_numba():
 def test_truncation_kernels_match_numpy(data, n, f):
     edge = np.array([2**62, -2**62, 2**62 - 1, 1 << f, -(1 << f)], np.int64)
     v = np.concatenate([ring_array(data, (n,)), SPECIAL, edge]).reshape(-1, 1 + (n % 2))
-    for fast, slow in ((K.trunc_split, K.trunc_split_np), (K.trunc_open_parts, K.trunc_open_parts_np)):
-        got, want = fast(v, f), slow(v, f)
-        for g, w in zip(got, want):
-            assert g.shape == v.shape and g.dtype == np.int64
-            np.testing.assert_array_equal(g, w)
+    got, want = K.trunc_split(v, f), K.trunc_split_np(v, f)
+    for g, w in zip(got, want):
+        assert g.shape == v.shape and g.dtype == np.int64
+        np.testing.assert_array_equal(g, w)
     with pytest.raises(TypeError):
         K.trunc_split(v.astype(np.float64), f)
     with pytest.raises(ValueError):
-        K.trunc_open_parts(v, 62)
+        K.trunc_split(v, 62)
 
 
 @HYP
@@ -637,10 +636,14 @@ def test_truncation_form_kernels_match_numpy(data, n, f, with_public, scalar_g):
     np.testing.assert_array_equal(K.trunc_share(c, f, m, h, with_public), K.trunc_share_np(c, f, m, h, with_public))
     np.testing.assert_array_equal(K.trunc_form_mul(c, f, m, h, q, g, v, wm, wh, with_public),
                                   K.trunc_form_mul_np(c, f, m, h, q, g, v, wm, wh, with_public))
-    # the twins agree with the older two-output kernel
-    pub, coeff = K.trunc_open_parts_np(c, f)
-    np.testing.assert_array_equal(K.trunc_public_np(c, f), pub)
-    np.testing.assert_array_equal(K.trunc_coeff_np(c, f), coeff)
+    # the twins agree with the module doc's formulas in Python integers (mod 2^64)
+    for ci, pi, ki in zip(c.tolist(), K.trunc_public_np(c, f).tolist(), K.trunc_coeff_np(c, f).tolist()):
+        u = ci % 2**64
+        msb = u >> 63
+        assert pi % 2**64 == (((u % 2**63) >> f) + (msb << (63 - f)) - (1 << (62 - f))) % 2**64
+        assert ki % 2**64 == ((1 - 2 * msb) << (63 - f)) % 2**64
+    with pytest.raises(ValueError):
+        K.trunc_public(c, 62)
     with pytest.raises(ValueError):
         K.trunc_share(c, f, m[:-1], h, True)
     with pytest.raises(TypeError):

@@ -12,7 +12,7 @@ truncation's loops, which run on every tensor of a training step.
 * :mod:`.gf2`     ``and_nodes`` (the dealer's mask products), ``xor_terms`` (one level of
   the comparison's GF(2) circuits on bit-sliced words)
 * :mod:`.select`  ``bit_select`` (a bit-to-arithmetic conversion's select in one pass)
-* :mod:`.trunc`   ``trunc_split``, ``trunc_open_parts`` (the exact truncation's one-pass loops)
+* :mod:`.trunc`   ``trunc_split`` (the dealer's one-pass loop of the exact truncation)
 * :mod:`.steps`   ``step_share``, ``step_product`` (step functions of comparison bits, and
   their products with a linear form, in one pass: the nonlinear protocols' normalisation)
 * :mod:`.forms`   ``trunc_public``, ``trunc_coeff``, ``trunc_share``, ``trunc_form_mul`` (a
@@ -32,7 +32,7 @@ from .matmul import (ring_matmul, ring_matmul_any, ring_matmul_any_np, ring_matm
                      ring_matmul_batched_np, ring_matmul_bt, ring_matmul_bt_np, ring_matmul_np)
 from .select import bit_select, bit_select_np
 from .steps import step_product, step_product_np, step_share, step_share_np
-from .trunc import trunc_open_parts, trunc_open_parts_np, trunc_split, trunc_split_np
+from .trunc import trunc_split, trunc_split_np
 
 __all__ = [
     # matrix products
@@ -50,7 +50,7 @@ __all__ = [
     # bit-to-arithmetic select
     "bit_select", "bit_select_np",
     # truncation
-    "trunc_split", "trunc_split_np", "trunc_open_parts", "trunc_open_parts_np",
+    "trunc_split", "trunc_split_np",
     # step functions of comparison bits
     "step_share", "step_share_np", "step_product", "step_product_np",
     # truncation results as linear forms

@@ -29,51 +29,43 @@ _LOW63 = (1 << 63) - 1
 
 
 @njit(cache=True, nogil=True)
-def _public(c, f, out):
-    low63 = np.uint64(_LOW63)
-    sh = np.uint64(f)
+def _parts(c_i, f):
+    """(public, coeff) of one opened element (module doc); the kernels below inline it."""
+    u = np.uint64(c_i)
+    msb = np.int64(u >> np.uint64(63))
     up = np.int64(63 - f)
-    offset = np.int64(1) << np.int64(62 - f)
+    public = np.int64((u & np.uint64(_LOW63)) >> np.uint64(f)) + (msb << up) - (np.int64(1) << np.int64(62 - f))
+    return public, (np.int64(1) - np.int64(2) * msb) << up
+
+
+@njit(cache=True, nogil=True)
+def _public(c, f, out):
     for i in range(c.size):
-        u = np.uint64(c[i])
-        out[i] = np.int64((u & low63) >> sh) + (np.int64(u >> np.uint64(63)) << up) - offset
+        out[i] = _parts(c[i], f)[0]
 
 
 @njit(cache=True, nogil=True)
 def _coeff(c, f, out):
-    up = np.int64(63 - f)
     for i in range(c.size):
-        out[i] = (np.int64(1) - np.int64(2) * np.int64(np.uint64(c[i]) >> np.uint64(63))) << up
+        out[i] = _parts(c[i], f)[1]
 
 
 @njit(cache=True, nogil=True)
 def _share(c, f, r_msb, r_hi, with_public, out):
-    low63 = np.uint64(_LOW63)
-    sh = np.uint64(f)
-    up = np.int64(63 - f)
-    offset = np.int64(1) << np.int64(62 - f)
     for i in range(c.size):
-        u = np.uint64(c[i])
-        msb = np.int64(u >> np.uint64(63))
-        y = ((np.int64(1) - np.int64(2) * msb) << up) * r_msb[i] - r_hi[i]
+        p, k = _parts(c[i], f)
+        y = k * r_msb[i] - r_hi[i]
         if with_public:
-            y += np.int64((u & low63) >> sh) + (msb << up) - offset
+            y += p
         out[i] = y
 
 
 @njit(cache=True, nogil=True)
 def _form_mul(c, f, m, h, q, g, v, w_mv, w_hv, with_public, out):
-    low63 = np.uint64(_LOW63)
-    sh = np.uint64(f)
-    up = np.int64(63 - f)
-    offset = np.int64(1) << np.int64(62 - f)
     scalar = g.size == 1
     g0 = g[0]
     for i in range(c.size):
-        u = np.uint64(c[i])
-        msb = np.int64(u >> np.uint64(63))
-        p = np.int64((u & low63) >> sh) + (msb << up) - offset
-        k = (np.int64(1) - np.int64(2) * msb) << up
+        p, k = _parts(c[i], f)
         gi = g0 if scalar else g[i]
         qi = q[i]
         y = p * (gi * v[i]) + qi * (k * m[i] - h[i]) + gi * (k * w_mv[i] - w_hv[i])
@@ -94,11 +86,15 @@ def _shift(f: int) -> int:
     return int(f)
 
 
-def trunc_public(c: np.ndarray, f: int) -> np.ndarray:
+def _per_element(kernel, c: np.ndarray, f: int) -> np.ndarray:
     cf = _flat(c, "c")
     out = np.empty(cf.size, np.int64)
-    _public(cf, _shift(f), out)
+    kernel(cf, _shift(f), out)
     return out.reshape(c.shape)
+
+
+def trunc_public(c: np.ndarray, f: int) -> np.ndarray:
+    return _per_element(_public, c, f)
 
 
 def trunc_public_np(c: np.ndarray, f: int) -> np.ndarray:
@@ -109,10 +105,7 @@ def trunc_public_np(c: np.ndarray, f: int) -> np.ndarray:
 
 
 def trunc_coeff(c: np.ndarray, f: int) -> np.ndarray:
-    cf = _flat(c, "c")
-    out = np.empty(cf.size, np.int64)
-    _coeff(cf, _shift(f), out)
-    return out.reshape(c.shape)
+    return _per_element(_coeff, c, f)
 
 
 def trunc_coeff_np(c: np.ndarray, f: int) -> np.ndarray:
