@@ -115,7 +115,7 @@ def test_fused_truncation_products_equal_the_generic_form_mul():
     """form_mul of a truncation form and a one-term form runs as one kernel; it equals the
     generic rule applied to the same forms' public parts and terms, on both parties, and asks
     the dealer for the same products in the same order."""
-    from ss_engine.protocols.forms import FormTerm, LinearForm, TruncForm, form_mul
+    from ss_engine.protocols.forms import LinearForm, TruncForm, form_mul
     from ss_engine.protocols.truncation import trunc_open_many
 
     rng = np.random.default_rng(3)

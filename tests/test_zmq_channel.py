@@ -378,7 +378,6 @@ def test_every_socket_is_capped_at_its_links_largest_frame():
 def test_planned_rounds_check_the_message_against_the_plan(pair):
     """A planned round sends a short head instead of a msgpack header; the receiver checks
     it against its own plan of the round, and refuses a message of another layout."""
-    from ss_engine.comm.channel import PlannedRound
     make, *_ = pair
     a, b = make(timeout=5)
     _run_both(a.open, b.open)
