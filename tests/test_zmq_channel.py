@@ -401,3 +401,18 @@ def test_planned_rounds_check_the_message_against_the_plan(pair):
     wrong = b.plan_round([("<u8", (4,))], [("<i8", (3, 2))])
     with pytest.raises(ChannelClosed, match="plan"):
         _run_both(lambda: a.send_only([x], "r", pa), lambda: b.recv_only("r", wrong))
+
+
+def test_a_round_in_several_messages_keeps_every_part(pair):
+    """A round of more arrays than one message carries arrives in several messages, each
+    opened into the data stream's reused buffers: the earlier parts must not be overwritten
+    by the later ones before the round is returned."""
+    make, *_ = pair
+    a, b = make(timeout=10)
+    _run_both(a.open, b.open)
+    k = 3 * DEFAULT_CAPS.max_arrays + 1
+    mine = [[np.full(1000, 1_000_000 * r + i, np.int64) for i in range(k)] for r in (0, 1)]
+    got = _run_both(lambda: a.exchange(mine[0], "wide"), lambda: b.exchange(mine[1], "wide"))
+    for r in (0, 1):
+        assert len(got[r]) == k
+        assert all(np.array_equal(g, w) for g, w in zip(got[r], mine[1 - r]))

@@ -446,8 +446,10 @@ class ZmqPeerChannel(Channel):
         arrays, more = [], True
         while more:
             h, part = self._recv_message(None)
-            arrays += part
             more = h.get("more", False) is True
+            if more or arrays:   # a round in several messages outlives the stream's buffers
+                part = [a.copy() for a in part]
+            arrays += part
             if len(arrays) > _MAX_ROUND_ARRAYS:
                 raise ChannelClosed(f"the peer sent a round of over {_MAX_ROUND_ARRAYS} arrays")
         return arrays
