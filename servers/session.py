@@ -187,7 +187,7 @@ def _error(ident: bytes, rid: int, message: str) -> list:
     return [ident, *encode_message({"type": "error", "rid": rid, "message": message[:500]})]
 
 
-def _one_batch(party: PartySession, ch, link, item) -> list:
+def _one_batch(party: PartySession, ch, item) -> list:
     """Parse, agree, run or refuse one batch; the reply frames for its client."""
     ident, rid, h, arrays = item
     rank = party.ctx.rank
@@ -204,8 +204,6 @@ def _one_batch(party: PartySession, ch, link, item) -> list:
         return _error(ident, rid, "session op refused: the two servers received different batches")
     if not theirs[2]:
         return _error(ident, rid, f"session op refused by server {1 - rank} (it says why)")
-    if link is not None:      # a session repeats no steps: nothing for the dealer to predict
-        link.begin(party.ctx.source.next_seq)
     shown = run_coroutine(party.ctx, party.run(batch, arrays))
     meta = [[f, list(a.shape)] for a, f in shown]
     return [ident, *encode_message({"type": "session_result", "rid": rid, "seq": batch.seq,
@@ -221,7 +219,7 @@ def run_session(runner, rec: JobRecord, ch, link, key: bytes, config, lv) -> Non
                     "session closed" if live is not None else "the session's state is gone")
         return
     rank = runner.rank
-    source = SeededSource(rank, key, link if rank == 1 else None)
+    source = SeededSource(rank, key, link)   # a batch is an unkeyed run: item by item
     party = PartySession(PartyContext(rank, ch, source, config), SessionLimits())
     out = desk.reply_socket()
     with live.lock:
@@ -245,7 +243,7 @@ def run_session(runner, rec: JobRecord, ch, link, key: bytes, config, lv) -> Non
                 closer = item
                 break
             current = item
-            out.send_multipart(_one_batch(party, ch, link if rank == 1 else None, item), copy=False)
+            out.send_multipart(_one_batch(party, ch, item), copy=False)
             current, last = None, time.monotonic()
             lv.step += 1
             lv.channel = ch.stats.as_dict()

@@ -71,7 +71,7 @@ class LocalSession(Session):
                  timeout: float = 600.0):
         config = config or EngineConfig(fixed=FixedPointConfig(frac_bits=frac_bits))
         limits = limits or SessionLimits()
-        self._runtime = LocalRuntime(config, seed=check_seed(seed), timeout=timeout, ahead=False)
+        self._runtime = LocalRuntime(config, seed=check_seed(seed), timeout=timeout)
         super().__init__(config, input_prg(seed), limits)
         self._parties = [_PartyThread(PartySession(ctx, limits)) for ctx in self._runtime.contexts]
         for p in self._parties:
