@@ -94,7 +94,7 @@ def secure_training(model: str = "network-a", batch_size: int = 128, warm: int =
         "step_seconds": summary_stats(per_step),
         # thread CPU clocks (steadier than wall time on a loaded machine), first to last step
         "cpu_seconds_per_step": [(c[-1] - c[0]) / (len(c) - 1) if len(c) > 1 else None for c in cpu],
-        # the in-process dealer's worker thread (generating ahead), over the timed steps
+        # the in-process dealer's worker thread (generating announced runs), over the timed steps
         "dealer_cpu_seconds_per_step": (dealer1 - dealer0) / steps
         if dealer0 is not None and dealer1 is not None else None,
         "samples_per_second": steps * batch_size / dt,
@@ -114,9 +114,9 @@ def secure_training(model: str = "network-a", batch_size: int = 128, warm: int =
 
 
 def _dealer_cpu() -> float | None:
-    """CPU seconds of the local runtime's dealer thread (``AheadDealerLink``), if running."""
+    """CPU seconds of the local runtime's dealer thread (``LocalDealer``'s worker), if running."""
     for t in threading.enumerate():
-        if t.name == "dealer-ahead" and t.is_alive() and t.ident is not None:
+        if t.name == "local-dealer" and t.is_alive() and t.ident is not None:
             return time.clock_gettime(time.pthread_getcpuclockid(t.ident))
     return None
 
