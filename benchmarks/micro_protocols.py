@@ -14,8 +14,6 @@ on today's kernels), b = g = 4 the default, b = g = 8 the 3-round one.  Run:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import numpy as np
@@ -23,6 +21,8 @@ import numpy as np
 from ss_engine import protocols as P
 from ss_engine.config import EngineConfig, ProtocolConfig
 from ss_engine.simulate import LocalRuntime
+
+from .common import machine_info, write_json
 
 #: (label, cmp_block_bits, cmp_fan_in) of the comparator settings measured
 CIRCUITS = (("pair tree, b=2 g=2", 2, 2), ("default, b=4 g=4", 4, 4), ("b=3 g=5", 3, 5),
@@ -96,11 +96,9 @@ def main(argv=None) -> dict:
               f"{1000 * r['seconds_max']:.2f})  cpu {cpu} ms  {r['bytes_per_element']:7.1f} B/el  "
               f"{r['rounds']:4.0f} rounds  dealer {r['dealer_bytes'] / 1e3:8.1f} kB "
               f"(uncompressed {r['dealer_bytes_uncompressed'] / 1e3:8.1f} kB, {comp})")
-    out = {"machine": {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}, "protocols": rows}
+    out = {"machine": machine_info(), "protocols": rows}
     if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json(args.json_out, out)
     return out
 
 

@@ -22,8 +22,6 @@ alone.  Run:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import numpy as np
 
@@ -35,6 +33,8 @@ from ss_engine.protocols.normalized import log_domain, reciprocal_domain, rsqrt_
 from ss_engine.protocols.rounds import resolve
 from ss_engine.simulate import LocalRuntime
 from ss_engine.tensor import SharedTensor, ops
+
+from .common import machine_info, write_json
 
 FRAC_BITS = (12, 16, 20, 24)
 
@@ -117,11 +117,9 @@ def main(argv=None) -> dict:
         print(f"{r['function']:11s} {r['frac_bits']:3d} {r['max_abs_ulp']:14.3g} {small:>9s} "
               f"{r['max_rel']:9.2e} {r['rounds']:6d} {r['bytes_per_element']:7.0f} "
               f"{r['dealer_bytes_per_element']:11.0f}")
-    out = {"machine": {"cpus": os.cpu_count()}, "functions": rows}
+    out = {"machine": machine_info(), "functions": rows}
     if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json(args.json_out, out)
     return out
 
 
