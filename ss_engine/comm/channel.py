@@ -136,9 +136,9 @@ class Channel(ABC):
         prev = s.by_label.get(label)
         s.by_label[label] = (1, sent) if prev is None else (prev[0] + 1, prev[1] + sent)
 
-    def exchange(self, arrays, label: str = "", planned: PlannedRound | None = None) -> list[np.ndarray]:
-        """Send ``arrays`` and receive the peer's arrays of the same round (one round);
-        ``planned``: the round's plan (its arrays were validated when it was made)."""
+    def _send_counted(self, arrays, planned: PlannedRound | None) -> int:
+        """Send one message (its arrays validated here unless its round was planned, and
+        so validated when the plan was made); returns its bytes."""
         if planned is None:
             arrays = validate_arrays(arrays)
         nbytes = 0
@@ -151,31 +151,31 @@ class Channel(ABC):
         st = self.stats
         st.bytes_sent += nbytes
         st.messages_sent += 1
+        return nbytes
+
+    def _recv_counted(self, planned: PlannedRound | None) -> list[np.ndarray]:
+        """Receive one message, counting the time waited for it and its bytes."""
+        st = self.stats
         t0 = time.perf_counter()
         got = self._recv() if planned is None else self._recv_planned(planned)
         st.wait_seconds += time.perf_counter() - t0
         for a in got:
             st.bytes_received += a.nbytes
+        return got
+
+    def exchange(self, arrays, label: str = "", planned: PlannedRound | None = None) -> list[np.ndarray]:
+        """Send ``arrays`` and receive the peer's arrays of the same round (one round);
+        ``planned``: the round's plan (its arrays were validated when it was made)."""
+        nbytes = self._send_counted(arrays, planned)
+        got = self._recv_counted(planned)
         self._count(label, nbytes, 0)
         return got
 
     def send_only(self, arrays, label: str = "", planned: PlannedRound | None = None) -> None:
         """One-way step (e.g. opening to one party); the receiver calls ``recv_only``."""
-        if planned is None:
-            arrays = validate_arrays(arrays)
-        nbytes = sum(a.nbytes for a in arrays)
-        if planned is None:
-            self._send(arrays)
-        else:
-            self._send_planned(arrays, planned)
-        self.stats.bytes_sent += nbytes
-        self.stats.messages_sent += 1
-        self._count(label, nbytes, 0)
+        self._count(label, self._send_counted(arrays, planned), 0)
 
     def recv_only(self, label: str = "", planned: PlannedRound | None = None) -> list[np.ndarray]:
-        t0 = time.perf_counter()
-        got = self._recv() if planned is None else self._recv_planned(planned)
-        self.stats.wait_seconds += time.perf_counter() - t0
-        self.stats.bytes_received += sum(a.nbytes for a in got)
+        got = self._recv_counted(planned)
         self._count(label, 0, 0)
         return got
